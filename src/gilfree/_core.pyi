@@ -1,0 +1,85 @@
+"""Type stubs for the C extension gilfree._core."""
+
+from concurrent.futures import Future
+from typing import (
+    Any,
+    Callable,
+    Final,
+    Generic,
+    Iterable,
+    Iterator,
+    List,
+    Mapping,
+    Optional,
+    Tuple,
+    TypeVar,
+    final,
+)
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+GF_VERSION_MAJOR: Final[int]
+GF_VERSION_MINOR: Final[int]
+
+def usable_cpus() -> int: ...
+def strerror(code: int, /) -> str: ...
+
+class RemoteTraceback(Exception): ...
+
+@final
+class AsyncResult(Generic[_R]):
+    def get(self, timeout: Optional[float] = None) -> _R: ...
+    def wait(self, timeout: Optional[float] = None) -> None: ...
+    def ready(self) -> bool: ...
+    def successful(self) -> bool: ...
+
+@final
+class MapIterator(Iterator[_R]):
+    def __iter__(self) -> "MapIterator[_R]": ...
+    def __next__(self) -> _R: ...
+    def close(self) -> None: ...
+
+class Pool:
+    def __init__(self, workers: Optional[int] = None, backend: str = "threads") -> None: ...
+    @property
+    def workers(self) -> int: ...
+    @property
+    def backend(self) -> str: ...
+    @property
+    def state(self) -> str: ...
+    @property
+    def _alive_threads(self) -> int: ...
+    def map(
+        self, func: Callable[[_T], _R], iterable: Iterable[_T], chunksize: Optional[int] = None
+    ) -> List[_R]: ...
+    def starmap(
+        self,
+        func: Callable[..., _R],
+        iterable: Iterable[Iterable[Any]],
+        chunksize: Optional[int] = None,
+    ) -> List[_R]: ...
+    def imap(
+        self, func: Callable[[_T], _R], iterable: Iterable[_T], chunksize: Optional[int] = None
+    ) -> MapIterator[_R]: ...
+    def imap_unordered(
+        self, func: Callable[[_T], _R], iterable: Iterable[_T], chunksize: Optional[int] = None
+    ) -> MapIterator[_R]: ...
+    def apply(
+        self,
+        func: Callable[..., _R],
+        args: Iterable[Any] = (),
+        kwds: Optional[Mapping[str, Any]] = None,
+    ) -> _R: ...
+    def apply_async(
+        self,
+        func: Callable[..., _R],
+        args: Iterable[Any] = (),
+        kwds: Optional[Mapping[str, Any]] = None,
+        callback: Optional[Callable[[_R], object]] = None,
+        error_callback: Optional[Callable[[BaseException], object]] = None,
+    ) -> AsyncResult[_R]: ...
+    def submit(self, fn: Callable[..., _R], /, *args: Any, **kwargs: Any) -> Future[_R]: ...
+    def close(self) -> None: ...
+    def join(self) -> None: ...
+    def terminate(self) -> None: ...

@@ -1,0 +1,121 @@
+/* Worker exceptions, re-raised in the caller.
+ *
+ * A worker captures the exception object itself (with its __traceback__) and
+ * stores it.  The caller re-raises that same object, so `except ValueError`
+ * works and identity is kept.  On the way out we attach what a user needs to
+ * find the failing input: a RemoteTraceback as __cause__ with the worker-side
+ * traceback text and "input index N", and (3.11+) a PEP 678 note.  Formatting
+ * happens here, in the caller, only on the error path. */
+#include "gfext.h"
+
+PyObject *
+gfx_callable_name(PyObject *fn)
+{
+    PyObject *name = PyObject_GetAttrString(fn, "__qualname__");
+    if (name == NULL || !PyUnicode_Check(name)) {
+        PyErr_Clear();
+        Py_XDECREF(name);
+        name = PyObject_Repr(fn);
+        if (name == NULL) {
+            PyErr_Clear();
+            name = PyUnicode_FromString("<callable>");
+        }
+    }
+    return name;
+}
+
+static PyObject *
+format_worker_traceback(gfx_state *st, PyObject *exc)
+{
+    if (st->format_exception == NULL) {
+        PyObject *mod = PyImport_ImportModule("traceback");
+        if (mod == NULL) {
+            return NULL;
+        }
+        st->format_exception = PyObject_GetAttrString(mod, "format_exception");
+        Py_DECREF(mod);
+        if (st->format_exception == NULL) {
+            return NULL;
+        }
+    }
+    PyObject *tb = PyException_GetTraceback(exc);
+    PyObject *lines = PyObject_CallFunctionObjArgs(
+        st->format_exception, (PyObject *)Py_TYPE(exc), exc,
+        tb ? tb : Py_None, NULL);
+    Py_XDECREF(tb);
+    if (lines == NULL) {
+        return NULL;
+    }
+    PyObject *empty = PyUnicode_FromString("");
+    PyObject *text = empty ? PyUnicode_Join(empty, lines) : NULL;
+    Py_XDECREF(empty);
+    Py_DECREF(lines);
+    return text;
+}
+
+static int
+decorate(gfx_state *st, PyObject *exc, PyObject *fn, Py_ssize_t index)
+{
+    PyObject *name = fn ? gfx_callable_name(fn) : NULL;
+    PyObject *text = format_worker_traceback(st, exc);
+    if (text == NULL) {
+        /* Never lose the user's exception over a formatting problem. */
+        PyErr_Clear();
+        text = PyUnicode_FromString("<worker traceback unavailable>\n");
+        if (text == NULL) {
+            Py_XDECREF(name);
+            return -1;
+        }
+    }
+    PyObject *where;
+    if (index >= 0) {
+        where = PyUnicode_FromFormat(
+            "\n\"\"\"\n%U\"\"\"\n(raised on a gilfree worker by %U on input "
+            "index %zd)", text, name, index);
+    }
+    else {
+        where = PyUnicode_FromFormat(
+            "\n\"\"\"\n%U\"\"\"\n(raised on a gilfree worker by %U)", text,
+            name ? name : Py_None);
+    }
+    Py_DECREF(text);
+    if (where == NULL) {
+        Py_XDECREF(name);
+        return -1;
+    }
+    PyObject *cause = PyObject_CallOneArg(st->RemoteTraceback, where);
+    Py_DECREF(where);
+    if (cause == NULL) {
+        Py_XDECREF(name);
+        return -1;
+    }
+    PyException_SetCause(exc, cause);  /* steals `cause` */
+
+#if PY_VERSION_HEX >= 0x030B0000
+    if (index >= 0) {
+        PyObject *note = PyUnicode_FromFormat(
+            "gilfree: %U failed on input index %zd", name, index);
+        if (note != NULL) {
+            PyObject *r = PyObject_CallMethodOneArg(exc, st->str_add_note,
+                                                    note);
+            Py_DECREF(note);
+            Py_XDECREF(r);
+        }
+        /* add_note can fail on exotic exceptions; the cause still holds
+         * the index, so do not replace the user's error with ours. */
+        PyErr_Clear();
+    }
+#endif
+    Py_XDECREF(name);
+    return 0;
+}
+
+void
+gfx_raise_failure(gfx_state *st, PyObject *exc, PyObject *fn,
+                  Py_ssize_t index, int do_decorate)
+{
+    if (do_decorate && decorate(st, exc, fn, index) < 0) {
+        PyErr_Clear();
+    }
+    gfx_restore_exception(exc);
+}

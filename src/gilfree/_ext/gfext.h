@@ -1,0 +1,182 @@
+/* Private header shared by the files of the gilfree._core extension.
+ *
+ * The extension is the only layer that touches the CPython C API.  It turns
+ * the pure-C core (include/gilfree) into Python objects:
+ *
+ *   pool.c         Pool: native worker threads (gf_pool_t) that attach to the
+ *                  interpreter to run Python callables; apply/submit/close.
+ *   asyncresult.c  AsyncResult: one apply_async() call, also its own task.
+ *   mapjob.c       MapJob: map/starmap/imap/imap_unordered, chunked work.
+ *   failure.c      capture an exception on a worker; re-raise it in the
+ *                  caller with the worker traceback and the input index.
+ *   wait.c         GIL-free waiting on an eventcount that wakes on Ctrl-C.
+ *   module.c       module state, init, GF_E* -> exception (the one place).
+ */
+#ifndef GILFREE_EXT_GFEXT_H
+#define GILFREE_EXT_GFEXT_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "gilfree/gilfree.h"
+#include "compat.h"
+
+/* ---- module state -------------------------------------------------------- */
+
+typedef struct {
+    PyTypeObject *Pool_Type;
+    PyTypeObject *AsyncResult_Type;
+    PyTypeObject *MapJob_Type;
+    PyObject *RemoteTraceback;      /* exception class */
+    PyObject *Future_Type;          /* concurrent.futures.Future */
+    PyObject *CancelledError;       /* concurrent.futures.CancelledError */
+    PyObject *InvalidStateError;    /* concurrent.futures.InvalidStateError */
+    PyObject *format_exception;     /* traceback.format_exception, lazily */
+    /* Interned method names used on hot paths. */
+    PyObject *str_set_running_or_notify_cancel;
+    PyObject *str_set_result;
+    PyObject *str_set_exception;
+    PyObject *str_cancel;
+    PyObject *str_add_note;
+} gfx_state;
+
+gfx_state *gfx_state_from_type(PyTypeObject *tp);
+
+/* ---- errors (module.c) --------------------------------------------------- */
+
+/* Turn a negative GF_E* code into a Python exception: the one place where
+ * core error codes become exceptions.  `what` names the operation.  Returns
+ * NULL so callers can `return gfx_raise(...)`. */
+PyObject *gfx_raise(int err, const char *what);
+
+/* ---- tasks ----------------------------------------------------------------
+ * Everything the extension queues on a core pool starts with a gfx_task, so
+ * one worker entry point can run any of them while attached once. */
+
+enum gfx_task_kind {
+    GFX_TASK_APPLY = 1,    /* AsyncResult (apply, apply_async) */
+    GFX_TASK_SUBMIT = 2,   /* concurrent.futures.Future (submit) */
+    GFX_TASK_MAP = 3,      /* one participant in a MapJob */
+};
+
+typedef struct gfx_task {
+    gf_task_t base;        /* must be first: the core sees only this */
+    int kind;
+} gfx_task;
+
+/* The run function of every gfx_task: attach, run it and whatever else is
+ * queued, detach. */
+void gfx__task_entry(gf_task_t *t, gf_worker_t *w);
+
+/* ---- pool (pool.c) -------------------------------------------------------- */
+
+enum gfx_pool_state {
+    GFX_POOL_OPEN = 0,
+    GFX_POOL_CLOSED = 1,       /* close(): no new work, queued work runs */
+    GFX_POOL_TERMINATED = 2,   /* terminate(): queued work cancelled */
+};
+
+typedef struct {
+    PyObject_HEAD
+    gf_pool_t *core;             /* NULL until __init__ succeeds */
+    PyInterpreterState *interp;  /* workers attach to this interpreter */
+    uint32_t nworkers;
+    /* enum gfx_pool_state.  Written by the owning threads with the GIL (or
+     * the object's critical section); read by workers without it, hence
+     * atomic.  Only ever grows. */
+    _Atomic int state;
+    /* Set once the core queue is closed (join/terminate/dealloc). */
+    int core_closed;
+    int joined;
+    PyObject *weakreflist;
+} PoolObject;
+
+/* Queue a task on the pool's workers.  May block (GIL released, Ctrl-C
+ * honoured) while the queue is full.  Returns 0, or -1 with an exception. */
+int gfx_pool_enqueue(PoolObject *pool, gfx_task *task);
+/* Non-blocking: 0, or a negative GF_E* code (no exception set). */
+int gfx_pool_try_enqueue(PoolObject *pool, gfx_task *task);
+/* 1 if the calling thread is one of this pool's workers. */
+int gfx_pool_is_own_worker(PoolObject *pool);
+/* 0 if new work may be submitted, else -1 with ValueError/RuntimeError. */
+int gfx_pool_check_usable(PoolObject *pool, const char *method);
+int gfx_pool_terminated(PoolObject *pool);
+
+/* ---- AsyncResult (asyncresult.c) ------------------------------------------ */
+
+PyObject *gfx_apply_async(PoolObject *pool, PyObject *fn, PyObject *args,
+                          PyObject *kwds, PyObject *callback,
+                          PyObject *error_callback);
+/* Run (attached) or cancel (attached) a queued AsyncResult task. */
+void gfx_asyncresult_run(gfx_task *task);
+void gfx_asyncresult_cancel(gfx_task *task, PyObject *why);
+/* Wait for and return the result (new ref) or raise. */
+PyObject *gfx_asyncresult_get(PyObject *ar, double timeout);
+
+/* ---- submit (pool.c) ------------------------------------------------------ */
+
+void gfx_submit_run(gfx_task *task);
+void gfx_submit_cancel(gfx_task *task);
+
+/* ---- MapJob (mapjob.c) ----------------------------------------------------- */
+
+enum gfx_map_flags {
+    GFX_MAP_STAR = 1,       /* starmap: func(*item) */
+    GFX_MAP_LAZY = 2,       /* return an iterator (imap*) */
+    GFX_MAP_UNORDERED = 4,  /* completion order (imap_unordered) */
+};
+
+PyObject *gfx_map(PoolObject *pool, PyObject *fn, PyObject *iterable,
+                  PyObject *chunksize, int flags, const char *method);
+void gfx_mapjob_run(gfx_task *task);
+void gfx_mapjob_cancel(gfx_task *task);
+
+/* ---- failures (failure.c) -------------------------------------------------- */
+
+/* Re-raise a captured worker exception in the caller: sets __cause__ to a
+ * RemoteTraceback holding the worker traceback, adds a note naming the
+ * function and the input index (index < 0: none), and restores it as the
+ * current exception.  `decorate` = 0 re-raises as is (already decorated). */
+void gfx_raise_failure(gfx_state *st, PyObject *exc, PyObject *fn,
+                       Py_ssize_t index, int decorate);
+
+/* A readable name for a callable, for messages. */
+PyObject *gfx_callable_name(PyObject *fn);
+
+/* ---- waiting (wait.c) ------------------------------------------------------ */
+
+typedef int (*gfx_ready_fn)(void *arg);
+
+/* Wait, with the GIL released, until ready(arg) returns non-zero.  Spins
+ * briefly, then parks on `ec` in slices of at most 50 ms, checking for
+ * signals (Ctrl-C) after every interrupted or elapsed slice.  ready() is
+ * called with and without the GIL, so it may only read atomics.
+ * timeout < 0: no limit.  Returns 1 ready, 0 timed out, -1 exception set. */
+int gfx_wait(gf_ec_t *ec, gfx_ready_fn ready, void *arg, double timeout);
+
+/* Take a pthread mutex from a thread that holds the GIL without risking a
+ * deadlock with a thread that holds the mutex and waits for the GIL. */
+void gfx_mutex_lock(pthread_mutex_t *m);
+
+/* ---- argument helpers (module.c) ------------------------------------------- */
+
+/* Parse vectorcall arguments into out[0..nnames) (borrowed, NULL = absent).
+ * names are ASCII keyword names; the first `npos` may be positional.
+ * Returns 0 or -1 with TypeError naming `fname`. */
+int gfx_parse_args(const char *fname, PyObject *const *args, Py_ssize_t nargs,
+                   PyObject *kwnames, const char *const *names, int nnames,
+                   int nrequired, PyObject **out);
+
+/* Parse a timeout (None -> -1.0; negative -> treated as 0, like
+ * multiprocessing).  Returns 0 or -1 with TypeError. */
+int gfx_parse_timeout(PyObject *obj, double *out);
+
+
+
+/* Type specs, one per file; module.c creates the heap types from them. */
+extern PyType_Spec gfx_pool_spec;
+extern PyType_Spec gfx_asyncresult_spec;
+extern PyType_Spec gfx_mapjob_spec;
+#endif /* GILFREE_EXT_GFEXT_H */

@@ -1,0 +1,365 @@
+/* gilfree._core: module state, initialisation, error conversion and the
+ * small argument helpers every method shares.
+ *
+ * Multi-phase init (PEP 489): all state lives in gfx_state, reached from a
+ * type with PyType_GetModuleState(); there are no static PyObject globals, so
+ * the module can be loaded in several interpreters. */
+#include "gfext.h"
+
+#include <limits.h>
+#include <string.h>
+
+gfx_state *
+gfx_state_from_type(PyTypeObject *tp)
+{
+    /* Our types are heap types created by PyType_FromModuleAndSpec, and
+     * Python subclasses (gilfree.Pool) inherit from them: walk the MRO to the
+     * first type that has a module. */
+    PyObject *mro = tp->tp_mro;
+    if (mro != NULL) {
+        Py_ssize_t n = PyTuple_GET_SIZE(mro);
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyTypeObject *base = (PyTypeObject *)PyTuple_GET_ITEM(mro, i);
+            if (base->tp_flags & Py_TPFLAGS_HEAPTYPE) {
+                void *state = PyType_GetModuleState(base);
+                if (state != NULL) {
+                    return (gfx_state *)state;
+                }
+                PyErr_Clear();
+            }
+        }
+    }
+    return (gfx_state *)PyType_GetModuleState(tp);
+}
+
+/* ---- errors --------------------------------------------------------------- */
+
+PyObject *
+gfx_raise(int err, const char *what)
+{
+    const char *msg = gf_strerror(err);
+    switch (err) {
+    case GF_ENOMEM:
+        return PyErr_NoMemory();
+    case GF_ETIMEDOUT:
+        PyErr_Format(PyExc_TimeoutError, "%s: %s", what, msg);
+        break;
+    case GF_EINVAL:
+        PyErr_Format(PyExc_ValueError, "%s: %s", what, msg);
+        break;
+    case GF_ECLOSED:
+        PyErr_Format(PyExc_ValueError, "%s: Pool is closed", what);
+        break;
+    case GF_EFORKED:
+        PyErr_Format(PyExc_RuntimeError,
+                     "%s: this Pool was created in the parent process before "
+                     "fork(); its threads do not exist here. Create a new "
+                     "Pool in the child.", what);
+        break;
+    case GF_EINTR:
+        /* Only reached if a signal handler did not raise: treat as an OS
+         * error so nothing is silently lost. */
+        errno = EINTR;
+        PyErr_SetFromErrno(PyExc_OSError);
+        break;
+    default:
+        if (err < 0 && err > -4000) {
+            /* A negated errno from a system call. */
+            errno = -err;
+            PyErr_SetFromErrno(PyExc_OSError);
+        }
+        else {
+            PyErr_Format(PyExc_RuntimeError, "%s: %s (%s)", what, msg,
+                         gf_err_name(err));
+        }
+        break;
+    }
+    return NULL;
+}
+
+/* ---- argument helpers ------------------------------------------------------ */
+
+int
+gfx_parse_args(const char *fname, PyObject *const *args, Py_ssize_t nargs,
+               PyObject *kwnames, const char *const *names, int nnames,
+               int nrequired, PyObject **out)
+{
+    for (int i = 0; i < nnames; i++) {
+        out[i] = NULL;
+    }
+    if (nargs > nnames) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s() takes at most %d arguments (%zd given)", fname,
+                     nnames, nargs);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < nargs; i++) {
+        out[i] = args[i];
+    }
+    if (kwnames != NULL) {
+        Py_ssize_t nkw = PyTuple_GET_SIZE(kwnames);
+        for (Py_ssize_t k = 0; k < nkw; k++) {
+            PyObject *key = PyTuple_GET_ITEM(kwnames, k);
+            int found = -1;
+            for (int i = 0; i < nnames; i++) {
+                if (PyUnicode_CompareWithASCIIString(key, names[i]) == 0) {
+                    found = i;
+                    break;
+                }
+            }
+            if (found < 0) {
+                PyErr_Format(PyExc_TypeError,
+                             "%s() got an unexpected keyword argument '%U'",
+                             fname, key);
+                return -1;
+            }
+            if (out[found] != NULL) {
+                PyErr_Format(PyExc_TypeError,
+                             "%s() got multiple values for argument '%s'",
+                             fname, names[found]);
+                return -1;
+            }
+            out[found] = args[nargs + k];
+        }
+    }
+    for (int i = 0; i < nrequired; i++) {
+        if (out[i] == NULL) {
+            PyErr_Format(PyExc_TypeError,
+                         "%s() missing required argument '%s'", fname,
+                         names[i]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int
+gfx_parse_timeout(PyObject *obj, double *out)
+{
+    if (obj == NULL || obj == Py_None) {
+        *out = -1.0;
+        return 0;
+    }
+    double t = PyFloat_AsDouble(obj);
+    if (t == -1.0 && PyErr_Occurred()) {
+        PyErr_Format(PyExc_TypeError,
+                     "timeout must be a number or None, not %.100s",
+                     Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    if (t != t) {
+        PyErr_SetString(PyExc_ValueError, "timeout must not be NaN");
+        return -1;
+    }
+    *out = t < 0 ? 0.0 : t;
+    return 0;
+}
+
+/* ---- module functions -------------------------------------------------------- */
+
+PyDoc_STRVAR(usable_cpus_doc,
+"usable_cpus($module, /)\n--\n\n"
+"Return the number of CPUs this process may use.\n\n"
+"Counts the CPUs in the scheduler affinity mask and lowers that to a cgroup\n"
+"CPU quota (containers), rounded up; never less than 1.  This is what\n"
+"``Pool(workers=None)`` uses.");
+
+static PyObject *
+usable_cpus(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    return PyLong_FromLong(gf_usable_cpus());
+}
+
+PyDoc_STRVAR(strerror_doc,
+"strerror($module, code, /)\n--\n\n"
+"Return the message of a core GF_E* error code (for diagnostics).");
+
+static PyObject *
+core_strerror(PyObject *module, PyObject *arg)
+{
+    long code = PyLong_AsLong(arg);
+    if (code == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (code < INT_MIN || code > INT_MAX) {
+        code = 0;  /* not one of ours: "unknown error" */
+    }
+    return PyUnicode_FromFormat("%s: %s", gf_err_name((int)code),
+                                gf_strerror((int)code));
+}
+
+static PyMethodDef module_methods[] = {
+    {"usable_cpus", usable_cpus, METH_NOARGS, usable_cpus_doc},
+    {"strerror", core_strerror, METH_O, strerror_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+/* ---- init ---------------------------------------------------------------------- */
+
+PyDoc_STRVAR(RemoteTraceback_doc,
+"The formatted traceback of an exception raised on a worker.\n\n"
+"gilfree re-raises a worker's exception in the caller with this as its\n"
+"``__cause__``, so the worker-side frames and the failing input's index\n"
+"are shown.");
+
+static PyObject *
+import_attr(const char *module, const char *name)
+{
+    PyObject *mod = PyImport_ImportModule(module);
+    if (mod == NULL) {
+        return NULL;
+    }
+    PyObject *attr = PyObject_GetAttrString(mod, name);
+    Py_DECREF(mod);
+    return attr;
+}
+
+static int
+add_type(PyObject *module, PyType_Spec *spec, PyTypeObject **slot)
+{
+    PyObject *tp = PyType_FromModuleAndSpec(module, spec, NULL);
+    if (tp == NULL) {
+        return -1;
+    }
+    *slot = (PyTypeObject *)tp;
+    return PyModule_AddType(module, (PyTypeObject *)tp);
+}
+
+#define INTERN(field, text)                                \
+    do {                                                   \
+        st->field = PyUnicode_InternFromString(text);      \
+        if (st->field == NULL) {                           \
+            return -1;                                     \
+        }                                                  \
+    } while (0)
+
+/* Process-wide, not per module: the core allocator is process-wide too.
+ * Only read and written by module exec, which runs with the GIL (or, on
+ * free-threaded builds, under the import lock). */
+static int allocator_installed;
+
+static int
+core_exec(PyObject *module)
+{
+    gfx_state *st = PyModule_GetState(module);
+
+    /* Route the core's allocations through PyMem_Raw*, usable without an
+     * attached thread state, so tracemalloc sees them.  Once per process:
+     * the allocator must not change while core objects exist. */
+    if (!allocator_installed) {
+        allocator_installed = 1;
+        gf_replace_allocator(PyMem_RawMalloc, PyMem_RawRealloc,
+                             PyMem_RawCalloc, PyMem_RawFree);
+    }
+
+    if (add_type(module, &gfx_pool_spec, &st->Pool_Type) < 0 ||
+        add_type(module, &gfx_asyncresult_spec, &st->AsyncResult_Type) < 0 ||
+        add_type(module, &gfx_mapjob_spec, &st->MapJob_Type) < 0) {
+        return -1;
+    }
+    st->RemoteTraceback = PyErr_NewExceptionWithDoc(
+        "gilfree.RemoteTraceback", RemoteTraceback_doc, NULL, NULL);
+    if (st->RemoteTraceback == NULL ||
+        PyModule_AddObjectRef(module, "RemoteTraceback",
+                              st->RemoteTraceback) < 0) {
+        return -1;
+    }
+    st->Future_Type = import_attr("concurrent.futures", "Future");
+    st->CancelledError = import_attr("concurrent.futures", "CancelledError");
+    st->InvalidStateError =
+        import_attr("concurrent.futures", "InvalidStateError");
+    if (st->Future_Type == NULL || st->CancelledError == NULL ||
+        st->InvalidStateError == NULL) {
+        return -1;
+    }
+    INTERN(str_set_running_or_notify_cancel, "set_running_or_notify_cancel");
+    INTERN(str_set_result, "set_result");
+    INTERN(str_set_exception, "set_exception");
+    INTERN(str_cancel, "cancel");
+    INTERN(str_add_note, "add_note");
+
+    if (PyModule_AddIntConstant(module, "GF_VERSION_MAJOR",
+                                GF_VERSION_MAJOR) < 0 ||
+        PyModule_AddIntConstant(module, "GF_VERSION_MINOR",
+                                GF_VERSION_MINOR) < 0) {
+        return -1;
+    }
+    return 0;
+}
+
+static int
+core_traverse(PyObject *module, visitproc visit, void *arg)
+{
+    gfx_state *st = PyModule_GetState(module);
+    Py_VISIT(st->Pool_Type);
+    Py_VISIT(st->AsyncResult_Type);
+    Py_VISIT(st->MapJob_Type);
+    Py_VISIT(st->RemoteTraceback);
+    Py_VISIT(st->Future_Type);
+    Py_VISIT(st->CancelledError);
+    Py_VISIT(st->InvalidStateError);
+    Py_VISIT(st->format_exception);
+    return 0;
+}
+
+static int
+core_clear(PyObject *module)
+{
+    gfx_state *st = PyModule_GetState(module);
+    Py_CLEAR(st->Pool_Type);
+    Py_CLEAR(st->AsyncResult_Type);
+    Py_CLEAR(st->MapJob_Type);
+    Py_CLEAR(st->RemoteTraceback);
+    Py_CLEAR(st->Future_Type);
+    Py_CLEAR(st->CancelledError);
+    Py_CLEAR(st->InvalidStateError);
+    Py_CLEAR(st->format_exception);
+    Py_CLEAR(st->str_set_running_or_notify_cancel);
+    Py_CLEAR(st->str_set_result);
+    Py_CLEAR(st->str_set_exception);
+    Py_CLEAR(st->str_cancel);
+    Py_CLEAR(st->str_add_note);
+    return 0;
+}
+
+static void
+core_free(void *module)
+{
+    core_clear((PyObject *)module);
+}
+
+static PyModuleDef_Slot core_slots[] = {
+    {Py_mod_exec, core_exec},
+#ifdef Py_mod_multiple_interpreters
+    {Py_mod_multiple_interpreters, Py_MOD_PER_INTERPRETER_GIL_SUPPORTED},
+#endif
+#ifdef Py_mod_gil
+    {Py_mod_gil, Py_MOD_GIL_NOT_USED},
+#endif
+    {0, NULL},
+};
+
+PyDoc_STRVAR(module_doc,
+"gilfree._core: the C extension behind gilfree.\n\n"
+"Native worker threads, chunked dispatch, result slots and GIL-free waiting.\n"
+"Use the public API in the gilfree package.");
+
+static struct PyModuleDef core_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "gilfree._core",
+    .m_doc = module_doc,
+    .m_size = sizeof(gfx_state),
+    .m_methods = module_methods,
+    .m_slots = core_slots,
+    .m_traverse = core_traverse,
+    .m_clear = core_clear,
+    .m_free = core_free,
+};
+
+PyMODINIT_FUNC PyInit__core(void);
+
+PyMODINIT_FUNC
+PyInit__core(void)
+{
+    return PyModuleDef_Init(&core_module);
+}

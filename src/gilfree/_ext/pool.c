@@ -1,0 +1,774 @@
+/* Pool: Python callables on native worker threads.
+ *
+ * The core (gf_pool_t) owns the threads and a bounded MPMC queue of task
+ * pointers.  This file gives each worker a Python thread state (created on
+ * the worker in on_start, deleted in on_stop) and one entry point for every
+ * task the extension queues: the worker attaches to the interpreter once,
+ * runs the task, then keeps running whatever else is already queued
+ * (gf_worker_try_take) before it detaches.  While no work is queued a worker
+ * holds neither the GIL nor a CPU: it spins briefly and parks in the core.
+ *
+ * Lifecycle: close() refuses new work; join() closes the core queue, lets the
+ * workers finish what was queued and waits for them to exit; terminate()
+ * also drains the queue, cancelling every task still in it, and makes
+ * running map jobs stop at their next item.  Every wait releases the GIL and
+ * wakes on Ctrl-C (wait.c). */
+#include "gfext.h"
+
+#include <string.h>
+
+#define POOL_CAST(op) ((PoolObject *)(op))
+/* Room for 32k queued tasks: 20k apply_async() calls in a row fit without
+ * the caller having to wait for the workers. */
+#define GFX_QUEUE_CAPACITY (1u << 15)
+/* Join and blocking-submit waits are sliced so Ctrl-C is seen. */
+#define GFX_SLICE_NS (50 * 1000 * 1000LL)
+
+/* ---- worker side ------------------------------------------------------------ */
+
+static void
+worker_on_start(gf_worker_t *w)
+{
+    PyInterpreterState *interp = (PyInterpreterState *)gf_worker_userdata(w);
+    /* Documented to work without an attached thread state.  On a GIL build
+     * it also binds this thread's PyGILState, so C libraries that call
+     * PyGILState_Ensure() from inside a task find our thread state. */
+    *gf_worker_local(w) = PyThreadState_New(interp);
+}
+
+static void
+worker_on_stop(gf_worker_t *w)
+{
+    PyThreadState *ts = (PyThreadState *)*gf_worker_local(w);
+    *gf_worker_local(w) = NULL;
+    if (ts == NULL || GFX_IS_FINALIZING()) {
+        /* Attaching during finalisation would end this thread inside
+         * CPython; the process is exiting, so leave the state behind. */
+        return;
+    }
+    PyEval_RestoreThread(ts);
+    PyThreadState_Clear(ts);
+    PyThreadState_DeleteCurrent();
+}
+
+/* Run one task; the caller is attached. */
+static void
+task_dispatch(gfx_task *task)
+{
+    switch (task->kind) {
+    case GFX_TASK_APPLY:
+        gfx_asyncresult_run(task);
+        break;
+    case GFX_TASK_SUBMIT:
+        gfx_submit_run(task);
+        break;
+    case GFX_TASK_MAP:
+        gfx_mapjob_run(task);
+        break;
+    default:
+        Py_UNREACHABLE();
+    }
+}
+
+/* Every task the extension queues starts here (its base.run). */
+void
+gfx__task_entry(gf_task_t *t, gf_worker_t *w)
+{
+    PyThreadState *ts = (PyThreadState *)*gf_worker_local(w);
+    if (ts == NULL || GFX_IS_FINALIZING()) {
+        return;  /* see worker_on_stop */
+    }
+    PyEval_RestoreThread(ts);
+    gfx_task *task = (gfx_task *)t;
+    for (;;) {
+        task_dispatch(task);
+        gf_task_t *next;
+        if (gf_worker_try_take(w, &next) != 0) {
+            break;
+        }
+        task = (gfx_task *)next;
+    }
+    PyEval_SaveThread();
+}
+
+/* gf_pool_drain() callback: the caller of terminate() holds the GIL. */
+static void
+task_cancel(gf_task_t *t, void *arg)
+{
+    gfx_task *task = (gfx_task *)t;
+    switch (task->kind) {
+    case GFX_TASK_APPLY:
+        gfx_asyncresult_cancel(task, NULL);
+        break;
+    case GFX_TASK_SUBMIT:
+        gfx_submit_cancel(task);
+        break;
+    case GFX_TASK_MAP:
+        gfx_mapjob_cancel(task);
+        break;
+    default:
+        Py_UNREACHABLE();
+    }
+}
+
+/* ---- helpers for the other files ---------------------------------------------- */
+
+int
+gfx_pool_is_own_worker(PoolObject *pool)
+{
+    gf_worker_t *w = gf_current_worker();
+    return w != NULL && pool->core != NULL && gf_worker_pool(w) == pool->core;
+}
+
+int
+gfx_pool_terminated(PoolObject *pool)
+{
+    /* relaxed: advisory; a worker that misses it runs one more item. */
+    return atomic_load_explicit(&pool->state, memory_order_relaxed) ==
+           GFX_POOL_TERMINATED;
+}
+
+int
+gfx_pool_check_usable(PoolObject *pool, const char *method)
+{
+    if (pool->core == NULL) {
+        PyErr_Format(PyExc_ValueError,
+                     "Pool.%s(): the pool was not initialised", method);
+        return -1;
+    }
+    int state = atomic_load_explicit(&pool->state, memory_order_relaxed);
+    if (state != GFX_POOL_OPEN) {
+        PyErr_Format(PyExc_ValueError,
+                     "Pool.%s(): Pool is closed (close() or terminate() was "
+                     "called); create a new Pool", method);
+        return -1;
+    }
+    if (gf_pool_is_forked(pool->core)) {
+        gfx_raise(GF_EFORKED, method);
+        return -1;
+    }
+    return 0;
+}
+
+int
+gfx_pool_try_enqueue(PoolObject *pool, gfx_task *task)
+{
+    return gf_pool_try_submit(pool->core, &task->base);
+}
+
+int
+gfx_pool_enqueue(PoolObject *pool, gfx_task *task)
+{
+    int rc = gf_pool_try_submit(pool->core, &task->base);
+    if (rc == 0) {
+        return 0;
+    }
+    if (rc == GF_EAGAIN && gfx_pool_is_own_worker(pool)) {
+        /* The queue is full and we are one of the threads that empty it:
+         * waiting could deadlock, so run the task here (we are attached). */
+        task_dispatch(task);
+        return 0;
+    }
+    while (rc == GF_EAGAIN || rc == GF_ETIMEDOUT || rc == GF_EINTR) {
+        Py_BEGIN_ALLOW_THREADS
+        rc = gf_pool_submit(pool->core, &task->base, GFX_SLICE_NS);
+        Py_END_ALLOW_THREADS
+        if (rc == 0) {
+            return 0;
+        }
+        if (rc != GF_EAGAIN && rc != GF_ETIMEDOUT && rc != GF_EINTR) {
+            break;
+        }
+        if (PyErr_CheckSignals() < 0) {
+            return -1;
+        }
+    }
+    gfx_raise(rc, "Pool: queue work");
+    return -1;
+}
+
+/* ---- submit(): concurrent.futures.Future tasks ----------------------------------- */
+
+typedef struct {
+    gfx_task task;
+    gfx_state *st;
+    PyObject *fn;
+    PyObject *args;     /* tuple */
+    PyObject *kwargs;   /* dict or NULL */
+    PyObject *future;
+} SubmitTask;
+
+static void
+submit_free(SubmitTask *s)
+{
+    Py_DECREF(s->fn);
+    Py_DECREF(s->args);
+    Py_XDECREF(s->kwargs);
+    Py_DECREF(s->future);
+    PyMem_Free(s);
+}
+
+void
+gfx_submit_run(gfx_task *task)
+{
+    SubmitTask *s = (SubmitTask *)task;
+    gfx_state *st = s->st;
+    PyObject *ok = PyObject_CallMethodNoArgs(
+        s->future, st->str_set_running_or_notify_cancel);
+    if (ok == NULL) {
+        PyErr_WriteUnraisable(s->future);
+        submit_free(s);
+        return;
+    }
+    int run = PyObject_IsTrue(ok);
+    Py_DECREF(ok);
+    if (run <= 0) {   /* cancelled by the user before it started */
+        PyErr_Clear();
+        submit_free(s);
+        return;
+    }
+    PyObject *res = PyObject_Call(s->fn, s->args, s->kwargs);
+    PyObject *r;
+    if (res != NULL) {
+        r = PyObject_CallMethodOneArg(s->future, st->str_set_result, res);
+        Py_DECREF(res);
+    }
+    else {
+        PyObject *exc = gfx_fetch_exception();
+        r = PyObject_CallMethodOneArg(s->future, st->str_set_exception, exc);
+        Py_XDECREF(exc);
+    }
+    if (r == NULL) {
+        PyErr_WriteUnraisable(s->future);
+    }
+    Py_XDECREF(r);
+    submit_free(s);
+}
+
+void
+gfx_submit_cancel(gfx_task *task)
+{
+    SubmitTask *s = (SubmitTask *)task;
+    PyObject *r = PyObject_CallMethodNoArgs(s->future, s->st->str_cancel);
+    if (r == NULL) {
+        PyErr_WriteUnraisable(s->future);
+    }
+    Py_XDECREF(r);
+    submit_free(s);
+}
+
+static int
+check_callable(PyObject *fn, const char *method, const char *what)
+{
+    if (!PyCallable_Check(fn)) {
+        PyErr_Format(PyExc_TypeError,
+                     "Pool.%s(): %s must be callable, got %R (type %.100s)",
+                     method, what, fn, Py_TYPE(fn)->tp_name);
+        return -1;
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(Pool_submit_doc,
+"submit($self, fn, /, *args, **kwargs)\n--\n\n"
+"Schedule ``fn(*args, **kwargs)`` and return a concurrent.futures.Future.\n\n"
+"The future is a real :class:`concurrent.futures.Future`, so\n"
+"``concurrent.futures.wait``, ``as_completed`` and ``asyncio.wrap_future``\n"
+"work with it.\n\n"
+"    >>> with gilfree.Pool(2) as pool:\n"
+"    ...     pool.submit(pow, 2, 10).result()\n"
+"    1024");
+
+static PyObject *
+Pool_submit(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
+            PyObject *kwnames)
+{
+    PoolObject *self = POOL_CAST(op);
+    if (nargs < 1) {
+        PyErr_SetString(PyExc_TypeError,
+                        "Pool.submit() missing required argument 'fn'");
+        return NULL;
+    }
+    PyObject *fn = args[0];
+    if (check_callable(fn, "submit", "fn") < 0 ||
+        gfx_pool_check_usable(self, "submit") < 0) {
+        return NULL;
+    }
+    gfx_state *st = gfx_state_from_type(Py_TYPE(op));
+    PyObject *fargs = PyTuple_New(nargs - 1);
+    if (fargs == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 1; i < nargs; i++) {
+        PyTuple_SET_ITEM(fargs, i - 1, Py_NewRef(args[i]));
+    }
+    PyObject *kwargs = NULL;
+    if (kwnames != NULL && PyTuple_GET_SIZE(kwnames) > 0) {
+        kwargs = PyDict_New();
+        if (kwargs == NULL) {
+            Py_DECREF(fargs);
+            return NULL;
+        }
+        for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(kwnames); k++) {
+            if (PyDict_SetItem(kwargs, PyTuple_GET_ITEM(kwnames, k),
+                               args[nargs + k]) < 0) {
+                Py_DECREF(fargs);
+                Py_DECREF(kwargs);
+                return NULL;
+            }
+        }
+    }
+    PyObject *future = PyObject_CallNoArgs(st->Future_Type);
+    if (future == NULL) {
+        Py_DECREF(fargs);
+        Py_XDECREF(kwargs);
+        return NULL;
+    }
+    SubmitTask *s = PyMem_Malloc(sizeof(SubmitTask));
+    if (s == NULL) {
+        Py_DECREF(fargs);
+        Py_XDECREF(kwargs);
+        Py_DECREF(future);
+        return PyErr_NoMemory();
+    }
+    s->task.base.run = gfx__task_entry;
+    s->task.kind = GFX_TASK_SUBMIT;
+    s->st = st;
+    s->fn = Py_NewRef(fn);
+    s->args = fargs;
+    s->kwargs = kwargs;
+    s->future = Py_NewRef(future);
+    if (gfx_pool_enqueue(self, &s->task) < 0) {
+        submit_free(s);
+        Py_DECREF(future);
+        return NULL;
+    }
+    return future;
+}
+
+
+/* ---- construction ------------------------------------------------------------------- */
+
+static int
+Pool_init(PyObject *op, PyObject *args, PyObject *kwargs)
+{
+    PoolObject *self = POOL_CAST(op);
+    static char *kwlist[] = {"workers", "backend", NULL};
+    PyObject *workers = Py_None;
+    PyObject *backend = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|OO:Pool", kwlist,
+                                     &workers, &backend)) {
+        return -1;
+    }
+    if (self->core != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Pool is already initialised");
+        return -1;
+    }
+    if (backend != NULL && backend != Py_None) {
+        if (!PyUnicode_Check(backend) ||
+            PyUnicode_CompareWithASCIIString(backend, "threads") != 0) {
+            PyErr_Format(PyExc_ValueError,
+                         "Pool(): unknown backend %R; available backends: "
+                         "'threads'", backend);
+            return -1;
+        }
+    }
+    long n;
+    if (workers == Py_None) {
+        n = gf_usable_cpus();
+    }
+    else {
+        if (PyBool_Check(workers) || !PyLong_Check(workers)) {
+            PyErr_Format(PyExc_TypeError,
+                         "Pool(): workers must be an int or None, got %R "
+                         "(type %.100s)", workers, Py_TYPE(workers)->tp_name);
+            return -1;
+        }
+        int overflow = 0;
+        n = PyLong_AsLongAndOverflow(workers, &overflow);
+        if (n == -1 && PyErr_Occurred()) {
+            return -1;
+        }
+        if (overflow > 0 || n > 4096) {
+            PyErr_Format(PyExc_ValueError,
+                         "Pool(): workers=%R is too large (at most 4096)",
+                         workers);
+            return -1;
+        }
+        if (overflow < 0 || n < 1) {
+            PyErr_Format(PyExc_ValueError,
+                         "Pool(): workers must be >= 1, got %R", workers);
+            return -1;
+        }
+    }
+    self->interp = PyInterpreterState_Get();
+    gf_pool_config_t cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.nthreads = (uint32_t)n;
+    cfg.queue_capacity = GFX_QUEUE_CAPACITY;
+    cfg.userdata = self->interp;
+    cfg.on_start = worker_on_start;
+    cfg.on_stop = worker_on_stop;
+    cfg.name_prefix = "gilfree-";
+    gf_pool_t *core = NULL;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = gf_pool_new(&cfg, &core);
+    Py_END_ALLOW_THREADS
+    if (rc < 0) {
+        gfx_raise(rc, "Pool(): start worker threads");
+        return -1;
+    }
+    self->core = core;
+    self->nworkers = (uint32_t)n;
+    atomic_store_explicit(&self->state, GFX_POOL_OPEN, memory_order_relaxed);
+    return 0;
+}
+
+/* Close the core queue and wait for every worker to exit. */
+static int
+pool_close_and_join(PoolObject *self)
+{
+    if (self->core == NULL || self->joined) {
+        return 0;
+    }
+    if (gf_pool_is_forked(self->core)) {
+        self->joined = 1;
+        return 0;
+    }
+    if (gfx_pool_is_own_worker(self)) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "Pool.join(): cannot join a pool from one of its own "
+                        "worker threads");
+        return -1;
+    }
+    gf_pool_close(self->core);
+    self->core_closed = 1;
+    for (;;) {
+        int rc;
+        Py_BEGIN_ALLOW_THREADS
+        rc = gf_pool_join(self->core, GFX_SLICE_NS);
+        Py_END_ALLOW_THREADS
+        if (rc == 0) {
+            break;
+        }
+        if (rc != GF_ETIMEDOUT && rc != GF_EINTR) {
+            gfx_raise(rc, "Pool.join()");
+            return -1;
+        }
+        if (PyErr_CheckSignals() < 0) {
+            return -1;
+        }
+    }
+    self->joined = 1;
+    return 0;
+}
+
+static void
+Pool_dealloc(PyObject *op)
+{
+    PoolObject *self = POOL_CAST(op);
+    PyTypeObject *tp = Py_TYPE(op);
+    if (self->weakreflist != NULL) {
+        PyObject_ClearWeakRefs(op);
+    }
+    if (self->core != NULL) {
+        if (gf_pool_is_forked(self->core)) {
+            gf_pool_free(self->core);
+        }
+        else if (gfx_pool_is_own_worker(self)) {
+            /* Last reference dropped by a task on one of our own threads:
+             * joining here would wait for ourselves.  Close the queue so the
+             * threads exit once it is empty, and leave the small core struct
+             * behind (a documented, bounded leak). */
+            gf_pool_close(self->core);
+        }
+        else {
+            /* Unclosed pool: let queued work finish, then stop the
+             * threads.  (gilfree.Pool warns with ResourceWarning first.) */
+            atomic_store_explicit(&self->state, GFX_POOL_CLOSED,
+                                  memory_order_relaxed);
+            gf_pool_close(self->core);
+            Py_BEGIN_ALLOW_THREADS
+            gf_pool_join(self->core, -1);
+            Py_END_ALLOW_THREADS
+            gf_pool_free(self->core);
+        }
+        self->core = NULL;
+    }
+    tp->tp_free(op);
+    Py_DECREF(tp);
+}
+
+/* ---- methods -------------------------------------------------------------------------- */
+
+PyDoc_STRVAR(Pool_close_doc,
+"close($self, /)\n--\n\n"
+"Refuse new work.  Work already submitted still runs; call join() to wait\n"
+"for it and for the worker threads to exit.  Idempotent.");
+
+static PyObject *
+Pool_close(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    PoolObject *self = POOL_CAST(op);
+    int expected = GFX_POOL_OPEN;
+    atomic_compare_exchange_strong(&self->state, &expected, GFX_POOL_CLOSED);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(Pool_join_doc,
+"join($self, /)\n--\n\n"
+"Wait until all submitted work is done and every worker thread has exited.\n\n"
+"Must follow close() or terminate() (ValueError otherwise).  Releases the\n"
+"GIL while it waits and raises KeyboardInterrupt on Ctrl-C.");
+
+static PyObject *
+Pool_join(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    PoolObject *self = POOL_CAST(op);
+    if (atomic_load(&self->state) == GFX_POOL_OPEN) {
+        PyErr_SetString(PyExc_ValueError,
+                        "Pool.join(): Pool is still running; call close() "
+                        "or terminate() first");
+        return NULL;
+    }
+    if (pool_close_and_join(self) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(Pool_terminate_doc,
+"terminate($self, /)\n--\n\n"
+"Stop now: cancel queued work, stop running map jobs at their next item,\n"
+"and wait for the worker threads to exit.\n\n"
+"A call already running on a worker finishes (threads cannot be killed).\n"
+"Cancelled AsyncResults raise concurrent.futures.CancelledError from\n"
+"get(); cancelled futures are cancelled.");
+
+static PyObject *
+Pool_terminate(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    PoolObject *self = POOL_CAST(op);
+    atomic_store(&self->state, GFX_POOL_TERMINATED);
+    if (self->core != NULL && !self->joined &&
+        !gf_pool_is_forked(self->core)) {
+        gf_pool_close(self->core);
+        self->core_closed = 1;
+        gf_pool_drain(self->core, task_cancel, NULL);
+    }
+    if (pool_close_and_join(self) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static const char *const apply_names[] = {"func", "args", "kwds", "callback",
+                                          "error_callback"};
+
+PyDoc_STRVAR(Pool_apply_async_doc,
+"apply_async($self, /, func, args=(), kwds=None, callback=None,\n"
+"            error_callback=None)\n--\n\n"
+"Schedule ``func(*args, **kwds)``; return an AsyncResult at once.\n\n"
+"``callback(result)`` or ``error_callback(exception)`` runs on the worker\n"
+"thread when the call finishes, before get() returns.\n\n"
+"    >>> with gilfree.Pool(2) as pool:\n"
+"    ...     pool.apply_async(divmod, (7, 2)).get()\n"
+"    (3, 1)");
+
+static PyObject *
+Pool_apply_async(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
+                 PyObject *kwnames)
+{
+    PyObject *a[5];
+    if (gfx_parse_args("Pool.apply_async", args, nargs, kwnames, apply_names,
+                       5, 1, a) < 0) {
+        return NULL;
+    }
+    return gfx_apply_async(POOL_CAST(op), a[0], a[1], a[2], a[3], a[4]);
+}
+
+PyDoc_STRVAR(Pool_apply_doc,
+"apply($self, /, func, args=(), kwds=None)\n--\n\n"
+"Run ``func(*args, **kwds)`` on a worker and return its result.\n\n"
+"    >>> with gilfree.Pool(2) as pool:\n"
+"    ...     pool.apply(max, (3, 9))\n"
+"    9");
+
+static PyObject *
+Pool_apply(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
+           PyObject *kwnames)
+{
+    PyObject *a[3];
+    if (gfx_parse_args("Pool.apply", args, nargs, kwnames, apply_names, 3, 1,
+                       a) < 0) {
+        return NULL;
+    }
+    PyObject *ar = gfx_apply_async(POOL_CAST(op), a[0], a[1], a[2], NULL,
+                                   NULL);
+    if (ar == NULL) {
+        return NULL;
+    }
+    PyObject *res = gfx_asyncresult_get(ar, -1.0);
+    Py_DECREF(ar);
+    return res;
+}
+
+static const char *const map_names[] = {"func", "iterable", "chunksize"};
+
+#define MAP_METHOD(NAME, FLAGS, DOC)                                          \
+    static PyObject *                                                         \
+    Pool_##NAME(PyObject *op, PyObject *const *args, Py_ssize_t nargs,        \
+                PyObject *kwnames)                                            \
+    {                                                                         \
+        PyObject *a[3];                                                       \
+        if (gfx_parse_args("Pool." #NAME, args, nargs, kwnames, map_names, 3, \
+                           2, a) < 0) {                                       \
+            return NULL;                                                      \
+        }                                                                     \
+        return gfx_map(POOL_CAST(op), a[0], a[1], a[2], (FLAGS), #NAME);      \
+    }
+
+PyDoc_STRVAR(Pool_map_doc,
+"map($self, /, func, iterable, chunksize=None)\n--\n\n"
+"Return ``[func(x) for x in iterable]``, computed on the workers.\n\n"
+"Results come back in input order.  ``chunksize=None`` adapts: it measures\n"
+"the cost of an item and hands out chunks of about 2 ms, smaller near the\n"
+"end.  The first exception raised by func stops the dispatch of new work\n"
+"and is re-raised here with the failing input's index.\n\n"
+"    >>> with gilfree.Pool(2) as pool:\n"
+"    ...     pool.map(abs, [-1, 2, -3])\n"
+"    [1, 2, 3]");
+MAP_METHOD(map, 0, Pool_map_doc)
+
+PyDoc_STRVAR(Pool_starmap_doc,
+"starmap($self, /, func, iterable, chunksize=None)\n--\n\n"
+"Like map(), but each item is a tuple of arguments: ``func(*item)``.\n\n"
+"    >>> with gilfree.Pool(2) as pool:\n"
+"    ...     pool.starmap(pow, [(2, 3), (3, 2)])\n"
+"    [8, 9]");
+MAP_METHOD(starmap, GFX_MAP_STAR, Pool_starmap_doc)
+
+PyDoc_STRVAR(Pool_imap_doc,
+"imap($self, /, func, iterable, chunksize=None)\n--\n\n"
+"Lazy, ordered map: an iterator of results in input order.\n\n"
+"The input is consumed lazily and only a bounded number of items is in\n"
+"flight, so an endless generator is fine.  An exception is raised when its\n"
+"item's turn comes; iteration can continue after it.\n\n"
+"    >>> with gilfree.Pool(2) as pool:\n"
+"    ...     list(pool.imap(str, range(3)))\n"
+"    ['0', '1', '2']");
+MAP_METHOD(imap, GFX_MAP_LAZY, Pool_imap_doc)
+
+PyDoc_STRVAR(Pool_imap_unordered_doc,
+"imap_unordered($self, /, func, iterable, chunksize=None)\n--\n\n"
+"Like imap(), but yields results as they complete.\n\n"
+"    >>> with gilfree.Pool(2) as pool:\n"
+"    ...     sorted(pool.imap_unordered(abs, [-2, 1]))\n"
+"    [1, 2]");
+MAP_METHOD(imap_unordered, GFX_MAP_LAZY | GFX_MAP_UNORDERED,
+           Pool_imap_unordered_doc)
+
+static PyObject *
+Pool_get_workers(PyObject *op, void *closure)
+{
+    return PyLong_FromUnsignedLong(POOL_CAST(op)->nworkers);
+}
+
+static PyObject *
+Pool_get_backend(PyObject *op, void *closure)
+{
+    return PyUnicode_FromString("threads");
+}
+
+static PyObject *
+Pool_get_state(PyObject *op, void *closure)
+{
+    PoolObject *self = POOL_CAST(op);
+    if (self->core == NULL) {
+        return PyUnicode_FromString("uninitialised");
+    }
+    if (gf_pool_is_forked(self->core)) {
+        return PyUnicode_FromString("forked");
+    }
+    switch (atomic_load(&self->state)) {
+    case GFX_POOL_OPEN:
+        return PyUnicode_FromString("running");
+    case GFX_POOL_CLOSED:
+        return PyUnicode_FromString(self->joined ? "joined" : "closed");
+    default:
+        return PyUnicode_FromString(self->joined ? "joined" : "terminated");
+    }
+}
+
+static PyObject *
+Pool_get_alive(PyObject *op, void *closure)
+{
+    PoolObject *self = POOL_CAST(op);
+    if (self->core == NULL || self->joined) {
+        return PyLong_FromLong(0);
+    }
+    return PyLong_FromUnsignedLong(gf_pool_alive(self->core));
+}
+
+static PyGetSetDef Pool_getset[] = {
+    {"workers", Pool_get_workers, NULL, "Number of worker threads.", NULL},
+    {"backend", Pool_get_backend, NULL, "The backend: 'threads'.", NULL},
+    {"state", Pool_get_state, NULL,
+     "'running', 'closed', 'terminated', 'joined' or 'forked'.", NULL},
+    {"_alive_threads", Pool_get_alive, NULL,
+     "Worker threads that have not exited yet.", NULL},
+    {NULL},
+};
+
+static PyMethodDef Pool_methods[] = {
+    {"map", (PyCFunction)(void (*)(void))Pool_map,
+     METH_FASTCALL | METH_KEYWORDS, Pool_map_doc},
+    {"starmap", (PyCFunction)(void (*)(void))Pool_starmap,
+     METH_FASTCALL | METH_KEYWORDS, Pool_starmap_doc},
+    {"imap", (PyCFunction)(void (*)(void))Pool_imap,
+     METH_FASTCALL | METH_KEYWORDS, Pool_imap_doc},
+    {"imap_unordered", (PyCFunction)(void (*)(void))Pool_imap_unordered,
+     METH_FASTCALL | METH_KEYWORDS, Pool_imap_unordered_doc},
+    {"apply", (PyCFunction)(void (*)(void))Pool_apply,
+     METH_FASTCALL | METH_KEYWORDS, Pool_apply_doc},
+    {"apply_async", (PyCFunction)(void (*)(void))Pool_apply_async,
+     METH_FASTCALL | METH_KEYWORDS, Pool_apply_async_doc},
+    {"submit", (PyCFunction)(void (*)(void))Pool_submit,
+     METH_FASTCALL | METH_KEYWORDS, Pool_submit_doc},
+    {"close", Pool_close, METH_NOARGS, Pool_close_doc},
+    {"join", Pool_join, METH_NOARGS, Pool_join_doc},
+    {"terminate", Pool_terminate, METH_NOARGS, Pool_terminate_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef Pool_members[] = {
+    {"__weaklistoffset__", Py_T_PYSSIZET,
+     offsetof(PoolObject, weakreflist), Py_READONLY},
+    {NULL},
+};
+
+PyDoc_STRVAR(Pool_doc,
+"Pool(workers=None, backend='threads')\n--\n\n"
+"The C core of gilfree.Pool: native worker threads running Python\n"
+"callables.  Use gilfree.Pool, which adds the context manager, exit and\n"
+"fork handling.");
+
+static PyType_Slot Pool_slots[] = {
+    {Py_tp_doc, (void *)Pool_doc},
+    {Py_tp_init, Pool_init},
+    {Py_tp_new, PyType_GenericNew},
+    {Py_tp_dealloc, Pool_dealloc},
+    {Py_tp_methods, Pool_methods},
+    {Py_tp_getset, Pool_getset},
+    {Py_tp_members, Pool_members},
+    {0, NULL},
+};
+
+PyType_Spec gfx_pool_spec = {
+    .name = "gilfree._core.Pool",
+    .basicsize = sizeof(PoolObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE |
+             Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = Pool_slots,
+};
