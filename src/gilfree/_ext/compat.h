@@ -48,6 +48,42 @@ gfx_list_get_ref(PyObject *list, Py_ssize_t i)
 #endif
 }
 
+/* Strong-reference dict lookup: 1 found (*out set), 0 missing, -1 error.
+ * 3.13+ has PyDict_GetItemRef; before that the borrowed lookup is made
+ * strong at once, with the GIL held so nothing can free the value between
+ * the two steps.  (This backport is the one place allowed to name the
+ * borrowed call; tests/python/test_cpylint.py knows.) */
+static inline int
+gfx_dict_get_ref(PyObject *dict, PyObject *key, PyObject **out)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    return PyDict_GetItemRef(dict, key, out);
+#else
+    PyObject *v = PyDict_GetItemWithError(dict, key);  /* cpylint: backport */
+    if (v == NULL) {
+        *out = NULL;
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    *out = Py_NewRef(v);
+    return 1;
+#endif
+}
+
+/* dict.setdefault(key, value) returning a strong reference, or NULL. */
+static inline PyObject *
+gfx_dict_setdefault_ref(PyObject *dict, PyObject *key, PyObject *value)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    PyObject *result;
+    if (PyDict_SetDefaultRef(dict, key, value, &result) < 0) {
+        return NULL;
+    }
+    return result;
+#else
+    return Py_XNewRef(PyDict_SetDefault(dict, key, value));
+#endif
+}
+
 /* The exception being raised, normalised, with its traceback attached; the
  * error indicator is cleared.  3.12+ stores exceptions normalised already. */
 static inline PyObject *

@@ -40,6 +40,16 @@ typedef struct {
     PyObject *str_set_exception;
     PyObject *str_cancel;
     PyObject *str_add_note;
+    /* future.c: a concurrent.futures.Future subclass whose Condition is
+     * created only when someone waits on it.  NULL when this Python's
+     * Future internals are not the ones we know (then stock Futures). */
+    PyTypeObject *LazyFuture_Type;
+    PyObject *Condition;            /* threading.Condition */
+    PyObject *base_result;          /* concurrent.futures.Future.result */
+    PyObject *base_exception;       /* concurrent.futures.Future.exception */
+    PyObject *k_condition, *k_gf_condition, *k_state, *k_result,
+             *k_exception, *k_waiters, *k_done_callbacks;
+    PyObject *PENDING, *RUNNING, *FINISHED;
 } gfx_state;
 
 gfx_state *gfx_state_from_type(PyTypeObject *tp);
@@ -114,6 +124,20 @@ void gfx_asyncresult_run(gfx_task *task);
 void gfx_asyncresult_cancel(gfx_task *task, PyObject *why);
 /* Wait for and return the result (new ref) or raise. */
 PyObject *gfx_asyncresult_get(PyObject *ar, double timeout);
+
+/* ---- futures (future.c) ---------------------------------------------------- */
+
+/* Set up LazyFuture_Type (or leave it NULL).  Called from module exec. */
+int gfx_future_init(PyObject *module, gfx_state *st);
+int gfx_future_traverse(gfx_state *st, visitproc visit, void *arg);
+void gfx_future_clear(gfx_state *st);
+/* A new pending future (a concurrent.futures.Future instance). */
+PyObject *gfx_future_new(gfx_state *st);
+/* 1: run it; 0: it was cancelled; -1: error. */
+int gfx_future_set_running(gfx_state *st, PyObject *fut);
+/* Complete it (steals nothing).  0 or -1 with an exception. */
+int gfx_future_set_result(gfx_state *st, PyObject *fut, PyObject *res);
+int gfx_future_set_exception(gfx_state *st, PyObject *fut, PyObject *exc);
 
 /* ---- submit (pool.c) ------------------------------------------------------ */
 

@@ -277,6 +277,9 @@ core_exec(PyObject *module)
     INTERN(str_set_exception, "set_exception");
     INTERN(str_cancel, "cancel");
     INTERN(str_add_note, "add_note");
+    if (gfx_future_init(module, st) < 0) {
+        return -1;
+    }
 
     if (PyModule_AddIntConstant(module, "GF_VERSION_MAJOR",
                                 GF_VERSION_MAJOR) < 0 ||
@@ -299,7 +302,7 @@ core_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->CancelledError);
     Py_VISIT(st->InvalidStateError);
     Py_VISIT(st->format_exception);
-    return 0;
+    return gfx_future_traverse(st, visit, arg);
 }
 
 static int
@@ -319,6 +322,7 @@ core_clear(PyObject *module)
     Py_CLEAR(st->str_set_exception);
     Py_CLEAR(st->str_cancel);
     Py_CLEAR(st->str_add_note);
+    gfx_future_clear(st);
     return 0;
 }
 

@@ -213,35 +213,28 @@ gfx_submit_run(gfx_task *task)
 {
     SubmitTask *s = (SubmitTask *)task;
     gfx_state *st = s->st;
-    PyObject *ok = PyObject_CallMethodNoArgs(
-        s->future, st->str_set_running_or_notify_cancel);
-    if (ok == NULL) {
-        PyErr_WriteUnraisable(s->future);
-        submit_free(s);
-        return;
-    }
-    int run = PyObject_IsTrue(ok);
-    Py_DECREF(ok);
-    if (run <= 0) {   /* cancelled by the user before it started */
-        PyErr_Clear();
+    int run = gfx_future_set_running(st, s->future);
+    if (run <= 0) {   /* cancelled by the user before it started, or error */
+        if (run < 0) {
+            PyErr_WriteUnraisable(s->future);
+        }
         submit_free(s);
         return;
     }
     PyObject *res = PyObject_Call(s->fn, s->args, s->kwargs);
-    PyObject *r;
+    int rc;
     if (res != NULL) {
-        r = PyObject_CallMethodOneArg(s->future, st->str_set_result, res);
+        rc = gfx_future_set_result(st, s->future, res);
         Py_DECREF(res);
     }
     else {
         PyObject *exc = gfx_fetch_exception();
-        r = PyObject_CallMethodOneArg(s->future, st->str_set_exception, exc);
+        rc = gfx_future_set_exception(st, s->future, exc);
         Py_XDECREF(exc);
     }
-    if (r == NULL) {
+    if (rc < 0) {
         PyErr_WriteUnraisable(s->future);
     }
-    Py_XDECREF(r);
     submit_free(s);
 }
 
@@ -318,7 +311,7 @@ Pool_submit(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
             }
         }
     }
-    PyObject *future = PyObject_CallNoArgs(st->Future_Type);
+    PyObject *future = gfx_future_new(st);
     if (future == NULL) {
         Py_DECREF(fargs);
         Py_XDECREF(kwargs);
