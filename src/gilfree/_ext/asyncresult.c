@@ -58,8 +58,9 @@ ar_publish(AsyncResultObject *self, int state)
 static void
 ar_execute(AsyncResultObject *self)
 {
-    PyObject *fn = self->fn, *args = self->args, *kwds = self->kwds;
-    self->fn = self->args = self->kwds = NULL;
+    /* fn stays until the result is dropped: an exception's note names it. */
+    PyObject *fn = Py_NewRef(self->fn), *args = self->args, *kwds = self->kwds;
+    self->args = self->kwds = NULL;
     PyObject *res;
     if (args == NULL && kwds == NULL) {
         res = PyObject_CallNoArgs(fn);
@@ -132,7 +133,6 @@ gfx_asyncresult_cancel(gfx_task *task, PyObject *why)
     AsyncResultObject *self = AR_FROM_TASK(task);
     if (ar_claim(self)) {
         gfx_state *st = gfx_state_from_type(Py_TYPE(self));
-        Py_CLEAR(self->fn);
         Py_CLEAR(self->args);
         Py_CLEAR(self->kwds);
         Py_CLEAR(self->callback);
@@ -294,8 +294,30 @@ gfx_asyncresult_get(PyObject *op, double timeout)
     decorate = !self->decorated;
     self->decorated = 1;
     Py_END_CRITICAL_SECTION();
-    gfx_raise_failure(st, self->value, NULL, -1, decorate);
+    gfx_raise_failure(st, self->value, self->fn, -1, decorate);
     return NULL;
+}
+
+void
+gfx_asyncresult_abandon(PyObject *op)
+{
+    AsyncResultObject *self = AR_CAST(op);
+    if (ar_claim(self)) {
+        /* Still queued: cancel it.  The queue keeps its reference until a
+         * worker pops the task and finds it already claimed. */
+        gfx_state *st = gfx_state_from_type(Py_TYPE(op));
+        Py_CLEAR(self->args);
+        Py_CLEAR(self->kwds);
+        Py_CLEAR(self->callback);
+        Py_CLEAR(self->error_callback);
+        self->value = PyObject_CallFunction(
+            st->CancelledError, "s", "cancelled: the caller was interrupted");
+        if (self->value == NULL) {
+            self->value = gfx_fetch_exception();
+        }
+        self->decorated = 1;
+        ar_publish(self, AR_DONE_ERR);
+    }
 }
 
 /* ---- Python methods ------------------------------------------------------------------ */

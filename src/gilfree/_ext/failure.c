@@ -75,7 +75,7 @@ decorate(gfx_state *st, PyObject *exc, PyObject *fn, Py_ssize_t index)
     }
     else {
         where = PyUnicode_FromFormat(
-            "\n\"\"\"\n%U\"\"\"\n(raised on a gilfree worker by %U)", text,
+            "\n\"\"\"\n%U\"\"\"\n(raised on a gilfree worker by %S)", text,
             name ? name : Py_None);
     }
     Py_DECREF(text);
@@ -92,9 +92,12 @@ decorate(gfx_state *st, PyObject *exc, PyObject *fn, Py_ssize_t index)
     PyException_SetCause(exc, cause);  /* steals `cause` */
 
 #if PY_VERSION_HEX >= 0x030B0000
-    if (index >= 0) {
-        PyObject *note = PyUnicode_FromFormat(
-            "gilfree: %U failed on input index %zd", name, index);
+    if (name != NULL) {
+        PyObject *note = index >= 0
+            ? PyUnicode_FromFormat("gilfree: %U failed on input index %zd",
+                                   name, index)
+            : PyUnicode_FromFormat("gilfree: %U failed on a worker thread",
+                                   name);
         if (note != NULL) {
             PyObject *r = PyObject_CallMethodOneArg(exc, st->str_add_note,
                                                     note);

@@ -122,6 +122,8 @@ PyObject *gfx_apply_async(PoolObject *pool, PyObject *fn, PyObject *args,
 /* Run (attached) or cancel (attached) a queued AsyncResult task. */
 void gfx_asyncresult_run(gfx_task *task);
 void gfx_asyncresult_cancel(gfx_task *task, PyObject *why);
+/* Cancel it if no thread has started it yet (apply() interrupted). */
+void gfx_asyncresult_abandon(PyObject *ar);
 /* Wait for and return the result (new ref) or raise. */
 PyObject *gfx_asyncresult_get(PyObject *ar, double timeout);
 

@@ -242,7 +242,15 @@ void
 gfx_submit_cancel(gfx_task *task)
 {
     SubmitTask *s = (SubmitTask *)task;
+    /* cancel(), then set_running_or_notify_cancel() as an executor does
+     * for a cancelled item it dequeues: that moves the future to
+     * CANCELLED_AND_NOTIFIED and wakes wait()/as_completed() waiters. */
     PyObject *r = PyObject_CallMethodNoArgs(s->future, s->st->str_cancel);
+    if (r != NULL) {
+        Py_DECREF(r);
+        r = PyObject_CallMethodNoArgs(s->future,
+                                      s->st->str_set_running_or_notify_cancel);
+    }
     if (r == NULL) {
         PyErr_WriteUnraisable(s->future);
     }
@@ -603,6 +611,12 @@ Pool_apply(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
         return NULL;
     }
     PyObject *res = gfx_asyncresult_get(ar, -1.0);
+    if (res == NULL && PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {
+        PyObject *kbi = gfx_fetch_exception();
+        gfx_asyncresult_abandon(ar);  /* Ctrl-C: drop it if still queued */
+        gfx_restore_exception(kbi);
+        Py_DECREF(kbi);
+    }
     Py_DECREF(ar);
     return res;
 }
