@@ -1,0 +1,112 @@
+/* gilfree core: what the core's translation units share.
+ *
+ * Not installed, not part of the contract in include/gilfree/.  Everything
+ * here is either static inline or carries the gf__ prefix.  White-box C tests
+ * (tests/c) include this header too.
+ *
+ * Memory-order conventions used throughout the core:
+ *   - relaxed: the value is a hint or a counter whose exact interleaving does
+ *     not decide correctness, or ordering comes from another atomic;
+ *   - acquire/release: one thread publishes data (release store or RMW) that
+ *     another reads after observing the flag (acquire load);
+ *   - seq_cst: only where two threads each write one location and then read
+ *     the other's ("Dekker" / store-buffering pattern: the eventcount's epoch
+ *     versus waiters).  acquire/release cannot order a store before a later
+ *     load of a different location; the single total order of seq_cst
+ *     operations can.
+ */
+#ifndef GILFREE_CORE_INTERNAL_H
+#define GILFREE_CORE_INTERNAL_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "gilfree/gilfree.h"
+
+#define GF__CACHE_LINE 64
+
+#define GF__MIN(a, b) ((a) < (b) ? (a) : (b))
+#define GF__MAX(a, b) ((a) > (b) ? (a) : (b))
+
+#define GF__NS_PER_SEC INT64_C(1000000000)
+
+/* --- futex (src/core/eventcount.c) --------------------------------------- */
+
+/* Sleep while *word == expected, at most timeout_ns (< 0: forever).  Shared
+ * (not FUTEX_PRIVATE_FLAG) so that it works for words in memory that several
+ * processes map.  Returns 0 (woken, or the word already differed, or a
+ * spurious wake-up), GF_ETIMEDOUT, or GF_EINTR. */
+int gf__futex_wait(_Atomic uint32_t *word, uint32_t expected, int64_t timeout_ns);
+
+/* Wake at most n threads sleeping on word. */
+void gf__futex_wake(_Atomic uint32_t *word, int n);
+
+/* Counters of futex system calls made, for tests ("a notify with nobody
+ * parked makes no system call").  Relaxed increments: they are statistics and
+ * order nothing; a syscall costs three orders of magnitude more. */
+extern _Atomic uint64_t gf__futex_wait_calls;
+extern _Atomic uint64_t gf__futex_wake_calls;
+
+/* Deadline helpers: GF__NO_DEADLINE for "wait forever". */
+#define GF__NO_DEADLINE INT64_MAX
+
+static inline int64_t
+gf__deadline_from_timeout(int64_t timeout_ns)
+{
+    if (timeout_ns < 0) {
+        return GF__NO_DEADLINE;
+    }
+    int64_t now = gf_now_ns();
+    if (timeout_ns > GF__NO_DEADLINE - now) {
+        return GF__NO_DEADLINE;
+    }
+    return now + timeout_ns;
+}
+
+/* Remaining time until deadline: -1 for no deadline, 0 if it has passed. */
+static inline int64_t
+gf__remaining_ns(int64_t deadline)
+{
+    if (deadline == GF__NO_DEADLINE) {
+        return -1;
+    }
+    int64_t left = deadline - gf_now_ns();
+    return left > 0 ? left : 0;
+}
+
+/* Wait on ec until deadline: gf_ec_wait() with the remaining time. */
+int gf__ec_wait_until(gf_ec_t *ec, uint32_t key, int64_t deadline);
+
+/* --- queue (src/core/queue.c) -------------------------------------------- */
+
+/* The queue's eventcounts, for white-box tests that wait until a thread is
+ * parked before acting. */
+gf_ec_t *gf__queue_not_empty(gf_queue_t *q);
+gf_ec_t *gf__queue_not_full(gf_queue_t *q);
+
+/* Bounded spinning before a blocking queue operation parks. */
+#define GF__QUEUE_SPIN_ITERS 128
+
+/* --- threadpool (src/core/threadpool.c) ---------------------------------- */
+
+/* Test hook: when >= 0, the (n+1)-th worker thread creation of the next
+ * gf_pool_new() fails with EAGAIN (and the hook resets to -1).  Only tests
+ * set it, before any pool exists. */
+extern int gf__pool_fail_create_after;
+
+#define GF__POOL_DEFAULT_SPIN_NS 20000u
+#define GF__POOL_DEFAULT_CAPACITY 4096u
+#define GF__POOL_MAX_THREADS 4096u
+
+/* --- clock (src/core/clock.c) --------------------------------------------- */
+
+/* Parsers for cgroup CPU limits, exposed for tests.  Each returns the limit
+ * in CPUs rounded up (>= 1), or 0 for "no limit" or unparsable input. */
+int gf__cgroup2_cpu_max_parse(const char *text);
+int gf__cgroup1_quota_parse(const char *quota_text, const char *period_text);
+
+/* Number of CPUs in the affinity mask, or 0 if it cannot be read. */
+int gf__affinity_cpus(void);
+
+#endif /* GILFREE_CORE_INTERNAL_H */
