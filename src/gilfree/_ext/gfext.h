@@ -52,6 +52,9 @@ typedef struct {
     PyObject *PENDING, *RUNNING, *FINISHED;
 } gfx_state;
 
+/* The module definition (module.c), to find our state from any type. */
+extern struct PyModuleDef gfx_module_def;
+/* Our module state, from one of our types or a subclass of one. */
 gfx_state *gfx_state_from_type(PyTypeObject *tp);
 
 /* ---- errors (module.c) --------------------------------------------------- */

@@ -12,24 +12,27 @@
 gfx_state *
 gfx_state_from_type(PyTypeObject *tp)
 {
-    /* Our types are heap types created by PyType_FromModuleAndSpec, and
-     * Python subclasses (gilfree.Pool) inherit from them: walk the MRO to the
-     * first type that has a module. */
+#if PY_VERSION_HEX >= 0x030B0000
+    /* Finds our module through the MRO, so Python subclasses (gilfree.Pool)
+     * work, without raising on the way. */
+    PyObject *module = PyType_GetModuleByDef(tp, &gfx_module_def);
+    return module ? (gfx_state *)PyModule_GetState(module) : NULL;
+#else
+    /* 3.10: walk the MRO to the first type created from our specs. */
     PyObject *mro = tp->tp_mro;
-    if (mro != NULL) {
-        Py_ssize_t n = PyTuple_GET_SIZE(mro);
-        for (Py_ssize_t i = 0; i < n; i++) {
-            PyTypeObject *base = (PyTypeObject *)PyTuple_GET_ITEM(mro, i);
-            if (base->tp_flags & Py_TPFLAGS_HEAPTYPE) {
-                void *state = PyType_GetModuleState(base);
-                if (state != NULL) {
-                    return (gfx_state *)state;
-                }
-                PyErr_Clear();
+    Py_ssize_t n = mro ? PyTuple_GET_SIZE(mro) : 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyTypeObject *base = (PyTypeObject *)PyTuple_GET_ITEM(mro, i);
+        if (base->tp_flags & Py_TPFLAGS_HEAPTYPE) {
+            PyObject *module = PyType_GetModule(base);
+            if (module != NULL && PyModule_GetDef(module) == &gfx_module_def) {
+                return (gfx_state *)PyModule_GetState(module);
             }
+            PyErr_Clear();
         }
     }
-    return (gfx_state *)PyType_GetModuleState(tp);
+    return NULL;
+#endif
 }
 
 /* ---- errors --------------------------------------------------------------- */
@@ -335,7 +338,9 @@ core_free(void *module)
 static PyModuleDef_Slot core_slots[] = {
     {Py_mod_exec, core_exec},
 #ifdef Py_mod_multiple_interpreters
-    {Py_mod_multiple_interpreters, Py_MOD_PER_INTERPRETER_GIL_SUPPORTED},
+    /* Several interpreters may load us, sharing one GIL.  A per-interpreter
+     * GIL is not claimed: it has not been tested yet. */
+    {Py_mod_multiple_interpreters, Py_MOD_MULTIPLE_INTERPRETERS_SUPPORTED},
 #endif
 #ifdef Py_mod_gil
     {Py_mod_gil, Py_MOD_GIL_NOT_USED},
@@ -348,7 +353,7 @@ PyDoc_STRVAR(module_doc,
 "Native worker threads, chunked dispatch, result slots and GIL-free waiting.\n"
 "Use the public API in the gilfree package.");
 
-static struct PyModuleDef core_module = {
+struct PyModuleDef gfx_module_def = {
     PyModuleDef_HEAD_INIT,
     .m_name = "gilfree._core",
     .m_doc = module_doc,
@@ -365,5 +370,5 @@ PyMODINIT_FUNC PyInit__core(void);
 PyMODINIT_FUNC
 PyInit__core(void)
 {
-    return PyModuleDef_Init(&core_module);
+    return PyModuleDef_Init(&gfx_module_def);
 }
