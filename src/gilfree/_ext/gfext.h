@@ -29,6 +29,7 @@ typedef struct {
     PyTypeObject *Pool_Type;
     PyTypeObject *AsyncResult_Type;
     PyTypeObject *MapJob_Type;
+    PyTypeObject *MapIter_Type;
     PyObject *RemoteTraceback;      /* exception class */
     PyObject *Future_Type;          /* concurrent.futures.Future */
     PyObject *CancelledError;       /* concurrent.futures.CancelledError */
@@ -208,4 +209,5 @@ int gfx_parse_timeout(PyObject *obj, double *out);
 extern PyType_Spec gfx_pool_spec;
 extern PyType_Spec gfx_asyncresult_spec;
 extern PyType_Spec gfx_mapjob_spec;
+extern PyType_Spec gfx_mapiter_spec;
 #endif /* GILFREE_EXT_GFEXT_H */

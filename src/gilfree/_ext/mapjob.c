@@ -100,7 +100,6 @@ typedef struct {
     int64_t consume_seq;
     gfx_chunk *cur;
     int64_t cur_pos;
-    PyObject *weakreflist;
 } MapJobObject;
 
 typedef struct {
@@ -665,6 +664,8 @@ gfx_mapjob_cancel(gfx_task *task)
     Py_DECREF(job);
 }
 
+static PyObject *mapiter_new(MapJobObject *job);
+
 /* ---- creation ----------------------------------------------------------------------- */
 
 static int
@@ -868,7 +869,7 @@ gfx_map(PoolObject *pool, PyObject *fn, PyObject *iterable,
     }
     start_participants(job, (int)nw);
     if (flags & GFX_MAP_LAZY) {
-        return (PyObject *)job;
+        return mapiter_new(job);  /* steals our reference to job */
     }
     PyObject *out = PyList_New(0);
     if (out == NULL) {
@@ -897,40 +898,7 @@ gfx_map(PoolObject *pool, PyObject *fn, PyObject *iterable,
     return out;
 }
 
-/* ---- the iterator type ------------------------------------------------------------ */
-
-static PyObject *
-MapJob_iternext(PyObject *op)
-{
-    MapJobObject *job = JOB_CAST(op);
-    if (job->mode != MODE_STREAM) {
-        return NULL;
-    }
-    PyObject *item;
-    Py_BEGIN_CRITICAL_SECTION(op);
-    item = stream_next(job);
-    Py_END_CRITICAL_SECTION();
-    return item;
-}
-
-PyDoc_STRVAR(MapJob_close_doc,
-"close($self, /)\n--\n\n"
-"Stop: cancel the work not yet started; further next() ends iteration.");
-
-static PyObject *
-MapJob_close(PyObject *op, PyObject *Py_UNUSED(ignored))
-{
-    job_cancel(JOB_CAST(op));
-    Py_RETURN_NONE;
-}
-
-static PyObject *
-MapJob_repr(PyObject *op)
-{
-    MapJobObject *job = JOB_CAST(op);
-    return PyUnicode_FromFormat("<gilfree.%s iterator at %p>", job->method,
-                                op);
-}
+/* ---- the job type (internal) ------------------------------------------------------ */
 
 static int
 MapJob_traverse(PyObject *op, visitproc visit, void *arg)
@@ -961,9 +929,6 @@ MapJob_dealloc(PyObject *op)
     MapJobObject *job = JOB_CAST(op);
     PyTypeObject *tp = Py_TYPE(op);
     PyObject_GC_UnTrack(op);
-    if (job->weakreflist != NULL) {
-        PyObject_ClearWeakRefs(op);
-    }
     /* Participants hold references, so when we get here none is running:
      * every slot and array is ours to free. */
     if (job->slots != NULL) {
@@ -985,39 +950,157 @@ MapJob_dealloc(PyObject *op)
     Py_DECREF(tp);
 }
 
-static PyMethodDef MapJob_methods[] = {
-    {"close", MapJob_close, METH_NOARGS, MapJob_close_doc},
-    {NULL, NULL, 0, NULL},
-};
-
-static PyMemberDef MapJob_members[] = {
-    {"__weaklistoffset__", Py_T_PYSSIZET,
-     offsetof(MapJobObject, weakreflist), Py_READONLY},
-    {NULL},
-};
-
-PyDoc_STRVAR(MapJob_doc,
-"The lazy result of Pool.imap() / imap_unordered(): an iterator.\n\n"
-"Input is pulled only as fast as results are consumed (plus a bounded\n"
-"look-ahead).  close(), or dropping the iterator, cancels the rest.");
-
 static PyType_Slot MapJob_slots[] = {
-    {Py_tp_doc, (void *)MapJob_doc},
+    {Py_tp_doc, (void *)"The state shared by a map call and its workers."},
     {Py_tp_dealloc, MapJob_dealloc},
     {Py_tp_traverse, MapJob_traverse},
     {Py_tp_clear, MapJob_clear},
-    {Py_tp_repr, MapJob_repr},
-    {Py_tp_iter, PyObject_SelfIter},
-    {Py_tp_iternext, MapJob_iternext},
-    {Py_tp_methods, MapJob_methods},
-    {Py_tp_members, MapJob_members},
     {0, NULL},
 };
 
 PyType_Spec gfx_mapjob_spec = {
-    .name = "gilfree.MapIterator",
+    .name = "gilfree._core._MapJob",
     .basicsize = sizeof(MapJobObject),
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC |
              Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION,
     .slots = MapJob_slots,
+};
+
+/* ---- MapIterator: the caller's handle on a lazy job ----------------------------------
+ *
+ * Separate from the job so that dropping the iterator cancels the work at
+ * once: the participants' references keep the job alive, but only the
+ * iterator's reference stands for "someone still wants the results". */
+
+typedef struct {
+    PyObject_HEAD
+    MapJobObject *job;
+    PyObject *weakreflist;
+} MapIterObject;
+
+#define ITER_CAST(op) ((MapIterObject *)(op))
+
+static PyObject *
+mapiter_new(MapJobObject *job)
+{
+    gfx_state *st = gfx_state_from_type(Py_TYPE(job));
+    MapIterObject *it = PyObject_GC_New(MapIterObject, st->MapIter_Type);
+    if (it == NULL) {
+        job_cancel(job);
+        Py_DECREF(job);
+        return NULL;
+    }
+    it->job = job;
+    it->weakreflist = NULL;
+    PyObject_GC_Track(it);
+    return (PyObject *)it;
+}
+
+static PyObject *
+MapIter_iternext(PyObject *op)
+{
+    MapJobObject *job = ITER_CAST(op)->job;
+    if (job == NULL) {
+        return NULL;
+    }
+    PyObject *item;
+    /* One consumer at a time: next() from several threads is serialised. */
+    Py_BEGIN_CRITICAL_SECTION(job);
+    item = stream_next(job);
+    Py_END_CRITICAL_SECTION();
+    return item;
+}
+
+PyDoc_STRVAR(MapIter_close_doc,
+"close($self, /)\n--\n\n"
+"Stop: cancel the work not yet started; further next() ends iteration.");
+
+static PyObject *
+MapIter_close(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    if (ITER_CAST(op)->job != NULL) {
+        job_cancel(ITER_CAST(op)->job);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+MapIter_repr(PyObject *op)
+{
+    MapJobObject *job = ITER_CAST(op)->job;
+    return PyUnicode_FromFormat("<gilfree.MapIterator of Pool.%s() at %p>",
+                                job ? job->method : "?", op);
+}
+
+static int
+MapIter_traverse(PyObject *op, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(op));
+    Py_VISIT(ITER_CAST(op)->job);
+    return 0;
+}
+
+static int
+MapIter_clear(PyObject *op)
+{
+    MapIterObject *it = ITER_CAST(op);
+    if (it->job != NULL) {
+        job_cancel(it->job);
+        Py_CLEAR(it->job);
+    }
+    return 0;
+}
+
+static void
+MapIter_dealloc(PyObject *op)
+{
+    PyTypeObject *tp = Py_TYPE(op);
+    PyObject_GC_UnTrack(op);
+    if (ITER_CAST(op)->weakreflist != NULL) {
+        PyObject_ClearWeakRefs(op);
+    }
+    MapIter_clear(op);   /* nobody wants the rest: cancel it */
+    tp->tp_free(op);
+    Py_DECREF(tp);
+}
+
+static PyMethodDef MapIter_methods[] = {
+    {"close", MapIter_close, METH_NOARGS, MapIter_close_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef MapIter_members[] = {
+    {"__weaklistoffset__", Py_T_PYSSIZET,
+     offsetof(MapIterObject, weakreflist), Py_READONLY},
+    {NULL},
+};
+
+PyDoc_STRVAR(MapIter_doc,
+"The lazy result of Pool.imap() / imap_unordered(): an iterator.\n\n"
+"Input is pulled only as fast as results are consumed (plus a bounded\n"
+"look-ahead).  close(), or dropping the iterator, cancels the rest.\n\n"
+"    >>> with gilfree.Pool(2) as pool:\n"
+"    ...     it = pool.imap(abs, [-1, -2, -3])\n"
+"    ...     next(it), list(it)\n"
+"    (1, [2, 3])");
+
+static PyType_Slot MapIter_slots[] = {
+    {Py_tp_doc, (void *)MapIter_doc},
+    {Py_tp_dealloc, MapIter_dealloc},
+    {Py_tp_traverse, MapIter_traverse},
+    {Py_tp_clear, MapIter_clear},
+    {Py_tp_repr, MapIter_repr},
+    {Py_tp_iter, PyObject_SelfIter},
+    {Py_tp_iternext, MapIter_iternext},
+    {Py_tp_methods, MapIter_methods},
+    {Py_tp_members, MapIter_members},
+    {0, NULL},
+};
+
+PyType_Spec gfx_mapiter_spec = {
+    .name = "gilfree.MapIterator",
+    .basicsize = sizeof(MapIterObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC |
+             Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = MapIter_slots,
 };

@@ -257,7 +257,8 @@ core_exec(PyObject *module)
 
     if (add_type(module, &gfx_pool_spec, &st->Pool_Type) < 0 ||
         add_type(module, &gfx_asyncresult_spec, &st->AsyncResult_Type) < 0 ||
-        add_type(module, &gfx_mapjob_spec, &st->MapJob_Type) < 0) {
+        add_type(module, &gfx_mapjob_spec, &st->MapJob_Type) < 0 ||
+        add_type(module, &gfx_mapiter_spec, &st->MapIter_Type) < 0) {
         return -1;
     }
     st->RemoteTraceback = PyErr_NewExceptionWithDoc(
@@ -300,6 +301,7 @@ core_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->Pool_Type);
     Py_VISIT(st->AsyncResult_Type);
     Py_VISIT(st->MapJob_Type);
+    Py_VISIT(st->MapIter_Type);
     Py_VISIT(st->RemoteTraceback);
     Py_VISIT(st->Future_Type);
     Py_VISIT(st->CancelledError);
@@ -315,6 +317,7 @@ core_clear(PyObject *module)
     Py_CLEAR(st->Pool_Type);
     Py_CLEAR(st->AsyncResult_Type);
     Py_CLEAR(st->MapJob_Type);
+    Py_CLEAR(st->MapIter_Type);
     Py_CLEAR(st->RemoteTraceback);
     Py_CLEAR(st->Future_Type);
     Py_CLEAR(st->CancelledError);
