@@ -16,7 +16,7 @@ See ``python -m gilfree demo`` for what it does on this machine.
 
 from __future__ import annotations
 
-from ._core import AsyncResult, MapIterator, RemoteTraceback
+from ._core import AsyncResult, MapIterator, PoolTerminated, RemoteTraceback
 from ._pool import Pool, map, usable_cpus
 
 __version__ = "0.1.0"
@@ -25,6 +25,7 @@ __all__ = [
     "AsyncResult",
     "MapIterator",
     "Pool",
+    "PoolTerminated",
     "RemoteTraceback",
     "__version__",
     "map",

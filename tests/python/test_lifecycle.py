@@ -176,12 +176,15 @@ def test_terminate_cancels_queued_async_results(pool, recorder):
     _wait_started(recorder, 2)
     queued = [pool.apply_async(record_and_return, (recorder.path, f"q{i}")) for i in range(20)]
     pool.terminate()
-    # Running items finish their current call: each blocker started also ended.
+    # Running calls are interrupted at their next bytecode: the blockers'
+    # sleep (a C call) finishes, then PoolTerminated stops them before they
+    # record their end, and their results say they were cancelled.
     lines = recorder.lines()
     for i in range(2):
-        assert f"end-b{i}" in lines, lines
+        assert f"end-b{i}" not in lines, lines
     for b in blockers:
-        assert b.get(timeout=5) in ("b0", "b1")
+        with pytest.raises(cf.CancelledError):
+            b.get(timeout=5)
     ran = [l for l in lines if l.startswith("q")]
     assert len(ran) < len(queued), f"every queued task ran despite terminate(): {ran}"
     # A cancelled AsyncResult settles with an error instead of hanging.
@@ -348,3 +351,50 @@ def test_fork_with_a_pool(pool, backend, state):
     assert pool.map(square, range(10)) == [x * x for x in range(10)]
     if slow is not None:
         assert slow.get(timeout=10) == "slow"
+
+
+def spin_forever_swallowing(_=None):
+    """A pure-Python loop that even swallows ordinary exceptions."""
+    n = 0
+    while True:
+        try:
+            n += 1
+        except Exception:  # noqa: BLE001 - on purpose: terminate must still stop it
+            pass
+
+
+@pytest.mark.timeout(30)
+def test_terminate_interrupts_running_python_calls(backend):
+    pool = gilfree.Pool(2, backend=backend)
+    running = [pool.apply_async(spin_forever_swallowing) for _ in range(2)]
+    queued = pool.apply_async(spin_forever_swallowing)
+    future = pool.submit(spin_forever_swallowing)
+    time.sleep(0.2)  # both workers are now inside the loops
+    started = time.monotonic()
+    pool.terminate()  # must not wait for the endless loops
+    assert time.monotonic() - started < 5
+    assert pool.state == "joined"
+    for r in running + [queued]:
+        with pytest.raises(cf.CancelledError):
+            r.get(timeout=5)
+    assert future.cancelled() or isinstance(future.exception(timeout=5), cf.CancelledError)
+
+
+@pytest.mark.timeout(30)
+def test_terminate_interrupts_a_running_map(backend):
+    pool = gilfree.Pool(2, backend=backend)
+    killer = threading.Timer(0.2, pool.terminate)
+    killer.start()
+    try:
+        with pytest.raises(cf.CancelledError):
+            pool.map(spin_forever_swallowing, range(4), chunksize=1)
+    finally:
+        killer.join()
+    assert pool.state == "joined"
+
+
+@pytest.mark.timeout(30)
+def test_pool_terminated_is_not_an_exception_subclass():
+    # So that `except Exception` in user code cannot swallow it.
+    assert issubclass(gilfree.PoolTerminated, BaseException)
+    assert not issubclass(gilfree.PoolTerminated, Exception)

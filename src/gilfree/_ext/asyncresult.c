@@ -92,7 +92,8 @@ ar_execute(AsyncResultObject *self)
         }
     }
     else {
-        self->value = gfx_fetch_exception();
+        self->value = gfx_fetch_task_exception(
+            gfx_state_from_type(Py_TYPE(self)));
         state = AR_DONE_ERR;
         if (error_callback != NULL && self->value != NULL) {
             PyObject *r = PyObject_CallOneArg(error_callback, self->value);

@@ -9,6 +9,25 @@
 #include "gfext.h"
 
 PyObject *
+gfx_fetch_task_exception(gfx_state *st)
+{
+    PyObject *exc = gfx_fetch_exception();
+    if (exc == NULL || !PyObject_TypeCheck(exc,
+                                           (PyTypeObject *)st->PoolTerminated)) {
+        return exc;
+    }
+    PyObject *cancelled = PyObject_CallFunction(
+        st->CancelledError, "s",
+        "the pool was terminated while this call was running");
+    if (cancelled == NULL) {
+        PyErr_Clear();
+        return exc;
+    }
+    PyException_SetCause(cancelled, exc);  /* steals exc */
+    return cancelled;
+}
+
+PyObject *
 gfx_callable_name(PyObject *fn)
 {
     PyObject *name = PyObject_GetAttrString(fn, "__qualname__");

@@ -31,6 +31,8 @@ typedef struct {
     PyTypeObject *MapJob_Type;
     PyTypeObject *MapIter_Type;
     PyObject *RemoteTraceback;      /* exception class */
+    PyObject *PoolTerminated;       /* BaseException: interrupts a running
+                                     * call at terminate() */
     PyObject *Future_Type;          /* concurrent.futures.Future */
     PyObject *CancelledError;       /* concurrent.futures.CancelledError */
     PyObject *InvalidStateError;    /* concurrent.futures.InvalidStateError */
@@ -92,10 +94,30 @@ enum gfx_pool_state {
     GFX_POOL_TERMINATED = 2,   /* terminate(): queued work cancelled */
 };
 
+/* Per worker, shared between the worker thread and the pool object. */
+typedef struct {
+    /* PyThread_get_thread_ident() of the worker; set once in on_start,
+     * read by terminate() (seq_cst, with `busy`). */
+    _Atomic unsigned long ident;
+    /* 1 while the worker is attached running tasks.  terminate() sets
+     * `terminated`, then reads `busy`; the worker sets `busy`, then reads
+     * `terminated` (all seq_cst): a task is either cancelled by the worker
+     * or interrupted by terminate(), never missed by both. */
+    _Atomic int busy;
+} gfx_worker_slot;
+
+/* Outlives the worker threads: freed by the pool object after join. */
+typedef struct {
+    PyInterpreterState *interp;  /* workers attach to this interpreter */
+    _Atomic int terminated;
+    uint32_t nworkers;
+    gfx_worker_slot slots[];
+} gfx_pool_shared;
+
 typedef struct {
     PyObject_HEAD
     gf_pool_t *core;             /* NULL until __init__ succeeds */
-    PyInterpreterState *interp;  /* workers attach to this interpreter */
+    gfx_pool_shared *shared;     /* with the worker threads */
     uint32_t nworkers;
     /* enum gfx_pool_state.  Written by the owning threads with the GIL (or
      * the object's critical section); read by workers without it, hence
@@ -164,6 +186,12 @@ void gfx_mapjob_run(gfx_task *task);
 void gfx_mapjob_cancel(gfx_task *task);
 
 /* ---- failures (failure.c) -------------------------------------------------- */
+
+/* The exception a task just raised (the error indicator is cleared).  A
+ * PoolTerminated that terminate() sent into the call becomes a
+ * CancelledError, chained to it, so callers never receive a BaseException
+ * meant for the worker. */
+PyObject *gfx_fetch_task_exception(gfx_state *st);
 
 /* Re-raise a captured worker exception in the caller: sets __cause__ to a
  * RemoteTraceback holding the worker traceback, adds a note naming the

@@ -192,7 +192,7 @@ call_item(MapJobObject *job, PyObject *item, int64_t index)
 static void
 direct_record_failure(MapJobObject *job, int64_t index)
 {
-    PyObject *exc = gfx_fetch_exception();
+    PyObject *exc = gfx_fetch_task_exception(gfx_state_from_type(Py_TYPE(job)));
     Py_BEGIN_CRITICAL_SECTION(job);
     if (job->fail_exc == NULL || index < job->fail_index) {
         Py_XSETREF(job->fail_exc, exc);
@@ -410,7 +410,8 @@ stream_step(MapJobObject *job)
             }
             PyObject *res = call_item(job, item, ch->start + i);
             if (res == NULL) {
-                set_chunk_error(ch, i, gfx_fetch_exception());
+                set_chunk_error(ch, i, gfx_fetch_task_exception(
+                                           gfx_state_from_type(Py_TYPE(job))));
             }
             ch->items[i] = res;
         }
@@ -838,7 +839,11 @@ gfx_map(PoolObject *pool, PyObject *fn, PyObject *iterable,
             return NULL;
         }
         PyObject *res = NULL;
-        if (job->fail_exc != NULL) {
+        if (gfx_pool_terminated(pool) &&
+            atomic_load(&job->done_items) != job->total) {
+            raise_cancelled(job);
+        }
+        else if (job->fail_exc != NULL) {
             PyObject *exc = NULL;
             Py_BEGIN_CRITICAL_SECTION(job);
             exc = Py_NewRef(job->fail_exc);

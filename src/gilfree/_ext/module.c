@@ -205,6 +205,12 @@ PyDoc_STRVAR(RemoteTraceback_doc,
 "``__cause__``, so the worker-side frames and the failing input's index\n"
 "are shown.");
 
+PyDoc_STRVAR(PoolTerminated_doc,
+"Raised inside a call that is still running when Pool.terminate() is\n"
+"called, to stop it.  A BaseException, so ``except Exception`` does not\n"
+"swallow it.  Callers never see it: the call's result becomes a\n"
+"concurrent.futures.CancelledError chained to it.");
+
 static PyObject *
 import_attr(const char *module, const char *name)
 {
@@ -268,6 +274,14 @@ core_exec(PyObject *module)
                               st->RemoteTraceback) < 0) {
         return -1;
     }
+    st->PoolTerminated = PyErr_NewExceptionWithDoc(
+        "gilfree.PoolTerminated", PoolTerminated_doc, PyExc_BaseException,
+        NULL);
+    if (st->PoolTerminated == NULL ||
+        PyModule_AddObjectRef(module, "PoolTerminated",
+                              st->PoolTerminated) < 0) {
+        return -1;
+    }
     st->Future_Type = import_attr("concurrent.futures", "Future");
     st->CancelledError = import_attr("concurrent.futures", "CancelledError");
     st->InvalidStateError =
@@ -303,6 +317,7 @@ core_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->MapJob_Type);
     Py_VISIT(st->MapIter_Type);
     Py_VISIT(st->RemoteTraceback);
+    Py_VISIT(st->PoolTerminated);
     Py_VISIT(st->Future_Type);
     Py_VISIT(st->CancelledError);
     Py_VISIT(st->InvalidStateError);
@@ -319,6 +334,7 @@ core_clear(PyObject *module)
     Py_CLEAR(st->MapJob_Type);
     Py_CLEAR(st->MapIter_Type);
     Py_CLEAR(st->RemoteTraceback);
+    Py_CLEAR(st->PoolTerminated);
     Py_CLEAR(st->Future_Type);
     Py_CLEAR(st->CancelledError);
     Py_CLEAR(st->InvalidStateError);

@@ -29,11 +29,13 @@
 static void
 worker_on_start(gf_worker_t *w)
 {
-    PyInterpreterState *interp = (PyInterpreterState *)gf_worker_userdata(w);
+    gfx_pool_shared *sh = (gfx_pool_shared *)gf_worker_userdata(w);
+    atomic_store(&sh->slots[gf_worker_index(w)].ident,
+                 PyThread_get_thread_ident());
     /* Documented to work without an attached thread state.  On a GIL build
      * it also binds this thread's PyGILState, so C libraries that call
      * PyGILState_Ensure() from inside a task find our thread state. */
-    *gf_worker_local(w) = PyThreadState_New(interp);
+    *gf_worker_local(w) = PyThreadState_New(sh->interp);
 }
 
 static void
@@ -50,6 +52,8 @@ worker_on_stop(gf_worker_t *w)
     PyThreadState_Clear(ts);
     PyThreadState_DeleteCurrent();
 }
+
+static void task_cancel(gf_task_t *t, void *arg);
 
 /* Run one task; the caller is attached. */
 static void
@@ -78,15 +82,31 @@ gfx__task_entry(gf_task_t *t, gf_worker_t *w)
     if (ts == NULL || GFX_IS_FINALIZING()) {
         return;  /* see worker_on_stop */
     }
+    gfx_pool_shared *sh = (gfx_pool_shared *)gf_worker_userdata(w);
+    gfx_worker_slot *slot = &sh->slots[gf_worker_index(w)];
     PyEval_RestoreThread(ts);
+    atomic_store(&slot->busy, 1);
     gfx_task *task = (gfx_task *)t;
     for (;;) {
-        task_dispatch(task);
+        if (atomic_load(&sh->terminated)) {
+            /* terminate() may have missed this task (popped just before its
+             * drain): cancel it rather than start it. */
+            task_cancel(&task->base, NULL);
+        }
+        else {
+            task_dispatch(task);
+        }
         gf_task_t *next;
         if (gf_worker_try_take(w, &next) != 0) {
             break;
         }
         task = (gfx_task *)next;
+    }
+    atomic_store(&slot->busy, 0);
+    if (atomic_load(&sh->terminated)) {
+        /* A PoolTerminated aimed at a task that had already finished must
+         * not fire in whatever this thread runs next. */
+        PyThreadState_SetAsyncExc(atomic_load(&slot->ident), NULL);
     }
     PyEval_SaveThread();
 }
@@ -228,7 +248,7 @@ gfx_submit_run(gfx_task *task)
         Py_DECREF(res);
     }
     else {
-        PyObject *exc = gfx_fetch_exception();
+        PyObject *exc = gfx_fetch_task_exception(st);
         rc = gfx_future_set_exception(st, s->future, exc);
         Py_XDECREF(exc);
     }
@@ -402,12 +422,19 @@ Pool_init(PyObject *op, PyObject *args, PyObject *kwargs)
             return -1;
         }
     }
-    self->interp = PyInterpreterState_Get();
+    gfx_pool_shared *sh = PyMem_RawCalloc(
+        1, sizeof(gfx_pool_shared) + (size_t)n * sizeof(gfx_worker_slot));
+    if (sh == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    sh->interp = PyInterpreterState_Get();
+    sh->nworkers = (uint32_t)n;
     gf_pool_config_t cfg;
     memset(&cfg, 0, sizeof(cfg));
     cfg.nthreads = (uint32_t)n;
     cfg.queue_capacity = GFX_QUEUE_CAPACITY;
-    cfg.userdata = self->interp;
+    cfg.userdata = sh;
     cfg.on_start = worker_on_start;
     cfg.on_stop = worker_on_stop;
     cfg.name_prefix = "gilfree-";
@@ -417,10 +444,12 @@ Pool_init(PyObject *op, PyObject *args, PyObject *kwargs)
     rc = gf_pool_new(&cfg, &core);
     Py_END_ALLOW_THREADS
     if (rc < 0) {
+        PyMem_RawFree(sh);
         gfx_raise(rc, "Pool(): start worker threads");
         return -1;
     }
     self->core = core;
+    self->shared = sh;
     self->nworkers = (uint32_t)n;
     atomic_store_explicit(&self->state, GFX_POOL_OPEN, memory_order_relaxed);
     return 0;
@@ -476,12 +505,14 @@ Pool_dealloc(PyObject *op)
     if (self->core != NULL) {
         if (gf_pool_is_forked(self->core)) {
             gf_pool_free(self->core);
+            PyMem_RawFree(self->shared);
         }
         else if (gfx_pool_is_own_worker(self)) {
             /* Last reference dropped by a task on one of our own threads:
              * joining here would wait for ourselves.  Close the queue so the
-             * threads exit once it is empty, and leave the small core struct
-             * behind (a documented, bounded leak). */
+             * threads exit once it is empty, and leave the small core and
+             * shared structs behind (a documented, bounded leak: the
+             * exiting workers still read them). */
             gf_pool_close(self->core);
         }
         else {
@@ -494,6 +525,7 @@ Pool_dealloc(PyObject *op)
             gf_pool_join(self->core, -1);
             Py_END_ALLOW_THREADS
             gf_pool_free(self->core);
+            PyMem_RawFree(self->shared);
         }
         self->core = NULL;
     }
@@ -542,8 +574,9 @@ Pool_join(PyObject *op, PyObject *Py_UNUSED(ignored))
 PyDoc_STRVAR(Pool_terminate_doc,
 "terminate($self, /)\n--\n\n"
 "Stop now: cancel queued work, stop running map jobs at their next item,\n"
-"and wait for the worker threads to exit.\n\n"
-"A call already running on a worker finishes (threads cannot be killed).\n"
+"interrupt running calls, and wait for the worker threads to exit.\n\n"
+"A running call is interrupted at its next Python bytecode (a call blocked\n"
+"inside C code finishes first: threads cannot be killed).\n"
 "Cancelled AsyncResults raise concurrent.futures.CancelledError from\n"
 "get(); cancelled futures are cancelled.");
 
@@ -554,9 +587,23 @@ Pool_terminate(PyObject *op, PyObject *Py_UNUSED(ignored))
     atomic_store(&self->state, GFX_POOL_TERMINATED);
     if (self->core != NULL && !self->joined &&
         !gf_pool_is_forked(self->core)) {
+        gfx_pool_shared *sh = self->shared;
+        atomic_store(&sh->terminated, 1);
         gf_pool_close(self->core);
         self->core_closed = 1;
         gf_pool_drain(self->core, task_cancel, NULL);
+        /* Interrupt calls still running: PoolTerminated is raised in the
+         * worker at its next bytecode (a call blocked inside C finishes
+         * first).  It is a BaseException, so `except Exception` in user
+         * code does not swallow it. */
+        gfx_state *st = gfx_state_from_type(Py_TYPE(op));
+        unsigned long me = PyThread_get_thread_ident();
+        for (uint32_t i = 0; i < sh->nworkers; i++) {
+            unsigned long ident = atomic_load(&sh->slots[i].ident);
+            if (ident != 0 && ident != me && atomic_load(&sh->slots[i].busy)) {
+                PyThreadState_SetAsyncExc(ident, st->PoolTerminated);
+            }
+        }
     }
     if (pool_close_and_join(self) < 0) {
         return NULL;
