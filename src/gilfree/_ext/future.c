@@ -379,13 +379,6 @@ static PyType_Spec LF_spec = {
     .slots = LF_slots,
 };
 
-#define INTERN_KEY(field, text)                              \
-    do {                                                     \
-        st->field = PyUnicode_InternFromString(text);        \
-        if (st->field == NULL) {                             \
-            return -1;                                       \
-        }                                                    \
-    } while (0)
 
 /* 1 if a stock Future looks exactly as this file assumes. */
 static int
@@ -426,13 +419,13 @@ stock_future_is_known(gfx_state *st)
 int
 gfx_future_init(PyObject *module, gfx_state *st)
 {
-    INTERN_KEY(k_condition, "_condition");
-    INTERN_KEY(k_gf_condition, "_gilfree_condition");
-    INTERN_KEY(k_state, "_state");
-    INTERN_KEY(k_result, "_result");
-    INTERN_KEY(k_exception, "_exception");
-    INTERN_KEY(k_waiters, "_waiters");
-    INTERN_KEY(k_done_callbacks, "_done_callbacks");
+    GFX_INTERN(st, k_condition, "_condition");
+    GFX_INTERN(st, k_gf_condition, "_gilfree_condition");
+    GFX_INTERN(st, k_state, "_state");
+    GFX_INTERN(st, k_result, "_result");
+    GFX_INTERN(st, k_exception, "_exception");
+    GFX_INTERN(st, k_waiters, "_waiters");
+    GFX_INTERN(st, k_done_callbacks, "_done_callbacks");
     PyObject *base = PyImport_ImportModule("concurrent.futures._base");
     if (base == NULL) {
         return -1;

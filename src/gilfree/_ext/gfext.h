@@ -60,6 +60,15 @@ extern struct PyModuleDef gfx_module_def;
 /* Our module state, from one of our types or a subclass of one. */
 gfx_state *gfx_state_from_type(PyTypeObject *tp);
 
+/* Intern `text` into st->field, or return -1 from the enclosing function. */
+#define GFX_INTERN(st, field, text)                          \
+    do {                                                     \
+        (st)->field = PyUnicode_InternFromString(text);      \
+        if ((st)->field == NULL) {                           \
+            return -1;                                       \
+        }                                                    \
+    } while (0)
+
 /* ---- errors (module.c) --------------------------------------------------- */
 
 /* Turn a negative GF_E* code into a Python exception: the one place where

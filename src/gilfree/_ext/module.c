@@ -234,13 +234,6 @@ add_type(PyObject *module, PyType_Spec *spec, PyTypeObject **slot)
     return PyModule_AddType(module, (PyTypeObject *)tp);
 }
 
-#define INTERN(field, text)                                \
-    do {                                                   \
-        st->field = PyUnicode_InternFromString(text);      \
-        if (st->field == NULL) {                           \
-            return -1;                                     \
-        }                                                  \
-    } while (0)
 
 /* Process-wide, not per module: the core allocator is process-wide too.
  * Only read and written by module exec, which runs with the GIL (or, on
@@ -290,11 +283,11 @@ core_exec(PyObject *module)
         st->InvalidStateError == NULL) {
         return -1;
     }
-    INTERN(str_set_running_or_notify_cancel, "set_running_or_notify_cancel");
-    INTERN(str_set_result, "set_result");
-    INTERN(str_set_exception, "set_exception");
-    INTERN(str_cancel, "cancel");
-    INTERN(str_add_note, "add_note");
+    GFX_INTERN(st, str_set_running_or_notify_cancel, "set_running_or_notify_cancel");
+    GFX_INTERN(st, str_set_result, "set_result");
+    GFX_INTERN(st, str_set_exception, "set_exception");
+    GFX_INTERN(st, str_cancel, "cancel");
+    GFX_INTERN(st, str_add_note, "add_note");
     if (gfx_future_init(module, st) < 0) {
         return -1;
     }
