@@ -124,7 +124,8 @@ class Pool(_core.Pool):
                 stacklevel=2,
                 source=self,
             )
-        # The C deallocator then lets queued work finish and joins the threads.
+        # The C deallocator then closes the queue without blocking: the threads
+        # finish the queued work and exit by themselves.
 
     def __reduce__(self) -> Any:
         raise TypeError(

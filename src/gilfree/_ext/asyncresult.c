@@ -21,7 +21,9 @@ enum { AR_QUEUED = 0, AR_RUNNING = 1, AR_DONE_OK = 2, AR_DONE_ERR = 3 };
 typedef struct {
     PyObject_HEAD
     gfx_task task;
-    gf_pool_t *core;            /* to recognise our own workers */
+    gf_pool_t *core;            /* to recognise our own workers (compared,
+                                 * never dereferenced) */
+    unsigned int fork_gen;      /* gfx_fork_generation at creation */
     PyObject *fn;               /* cleared after the call */
     PyObject *args;             /* tuple or NULL (no arguments) */
     PyObject *kwds;             /* dict or NULL */
@@ -62,6 +64,7 @@ ar_execute(AsyncResultObject *self)
     PyObject *fn = Py_NewRef(self->fn), *args = self->args, *kwds = self->kwds;
     self->args = self->kwds = NULL;
     PyObject *res;
+    int prev = gfx_interruptible_begin();
     if (args == NULL && kwds == NULL) {
         res = PyObject_CallNoArgs(fn);
     }
@@ -73,6 +76,7 @@ ar_execute(AsyncResultObject *self)
     else {
         res = PyObject_Call(fn, args, kwds);
     }
+    gfx_interruptible_end(prev);
     Py_DECREF(fn);
     Py_XDECREF(args);
     Py_XDECREF(kwds);
@@ -190,9 +194,12 @@ gfx_apply_async(PoolObject *pool, PyObject *fn, PyObject *args,
         else {
             targs = PySequence_Tuple(args);
             if (targs == NULL) {
-                PyErr_Format(PyExc_TypeError,
-                             "Pool.apply_async(): args must be a tuple or "
-                             "iterable, got %R", args);
+                if (PyErr_ExceptionMatches(PyExc_TypeError)) {
+                    PyErr_Clear();
+                    PyErr_Format(PyExc_TypeError,
+                                 "Pool.apply_async(): args must be a tuple "
+                                 "or iterable, got %R", args);
+                }
                 return NULL;
             }
         }
@@ -207,9 +214,13 @@ gfx_apply_async(PoolObject *pool, PyObject *fn, PyObject *args,
             tkwds = PyDict_New();
             if (tkwds != NULL && PyDict_Merge(tkwds, kwds, 1) < 0) {
                 Py_CLEAR(tkwds);
-                PyErr_Format(PyExc_TypeError,
-                             "Pool.apply_async(): kwds must be a mapping, "
-                             "got %R", kwds);
+                if (PyErr_ExceptionMatches(PyExc_AttributeError) ||
+                    PyErr_ExceptionMatches(PyExc_TypeError)) {
+                    PyErr_Clear();
+                    PyErr_Format(PyExc_TypeError,
+                                 "Pool.apply_async(): kwds must be a "
+                                 "mapping, got %R", kwds);
+                }
             }
             if (tkwds == NULL) {
                 Py_XDECREF(targs);
@@ -232,6 +243,7 @@ gfx_apply_async(PoolObject *pool, PyObject *fn, PyObject *args,
     self->task.base.run = gfx__task_entry;
     self->task.kind = GFX_TASK_APPLY;
     self->core = pool->core;
+    self->fork_gen = atomic_load(&gfx_fork_generation);
     self->fn = Py_NewRef(fn);
     self->args = targs;
     self->kwds = tkwds;
@@ -261,6 +273,9 @@ ar_wait(AsyncResultObject *self, double timeout)
 {
     if (ar_ready(self)) {
         return 1;
+    }
+    if (gfx_check_fork(self->fork_gen, "AsyncResult") < 0) {
+        return -1;
     }
     gf_worker_t *w = gf_current_worker();
     if (w != NULL && gf_worker_pool(w) == self->core && ar_claim(self)) {

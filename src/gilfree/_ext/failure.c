@@ -46,17 +46,6 @@ gfx_callable_name(PyObject *fn)
 static PyObject *
 format_worker_traceback(gfx_state *st, PyObject *exc)
 {
-    if (st->format_exception == NULL) {
-        PyObject *mod = PyImport_ImportModule("traceback");
-        if (mod == NULL) {
-            return NULL;
-        }
-        st->format_exception = PyObject_GetAttrString(mod, "format_exception");
-        Py_DECREF(mod);
-        if (st->format_exception == NULL) {
-            return NULL;
-        }
-    }
     PyObject *tb = PyException_GetTraceback(exc);
     PyObject *lines = PyObject_CallFunctionObjArgs(
         st->format_exception, (PyObject *)Py_TYPE(exc), exc,
@@ -76,6 +65,13 @@ static int
 decorate(gfx_state *st, PyObject *exc, PyObject *fn, Py_ssize_t index)
 {
     PyObject *name = fn ? gfx_callable_name(fn) : NULL;
+    if (name == NULL) {
+        PyErr_Clear();
+        name = PyUnicode_FromString("<callable>");
+        if (name == NULL) {
+            return -1;
+        }
+    }
     PyObject *text = format_worker_traceback(st, exc);
     if (text == NULL) {
         /* Never lose the user's exception over a formatting problem. */
@@ -94,12 +90,12 @@ decorate(gfx_state *st, PyObject *exc, PyObject *fn, Py_ssize_t index)
     }
     else {
         where = PyUnicode_FromFormat(
-            "\n\"\"\"\n%U\"\"\"\n(raised on a gilfree worker by %S)", text,
-            name ? name : Py_None);
+            "\n\"\"\"\n%U\"\"\"\n(raised on a gilfree worker by %U)", text,
+            name);
     }
     Py_DECREF(text);
     if (where == NULL) {
-        Py_XDECREF(name);
+        Py_DECREF(name);
         return -1;
     }
     PyObject *cause = PyObject_CallOneArg(st->RemoteTraceback, where);

@@ -389,6 +389,10 @@ stock_future_is_known(gfx_state *st)
         return -1;
     }
     PyObject *dict = get_dict(probe);
+    if (dict == NULL) {
+        Py_DECREF(probe);
+        return -1;
+    }
     int known = 0;
     if (dict != NULL && PyDict_GET_SIZE(dict) == 6) {
         PyObject *keys[] = {st->k_condition, st->k_state, st->k_result,

@@ -132,11 +132,54 @@ typedef struct {
      * the object's critical section); read by workers without it, hence
      * atomic.  Only ever grows. */
     _Atomic int state;
-    /* Set once the core queue is closed (join/terminate/dealloc). */
-    int core_closed;
-    int joined;
+    _Atomic int initialised;     /* __init__ ran (once only) */
+    _Atomic int joined;          /* every worker thread has been joined */
     PyObject *weakreflist;
 } PoolObject;
+
+/* ---- interruptible windows ----------------------------------------------------
+ * terminate() interrupts only user code: a worker marks `busy` just around
+ * its calls into user callables, never around our own bookkeeping (setting
+ * a future's result, callbacks, cancellation), so PoolTerminated cannot
+ * land there.  An interrupt that arrives after the call returned is dropped
+ * at the end of the window.  Thread-local: set while a worker runs tasks. */
+extern _Thread_local gfx_worker_slot *gfx__cur_slot;
+extern _Thread_local gfx_pool_shared *gfx__cur_shared;
+
+static inline int
+gfx_interruptible_begin(void)
+{
+    gfx_worker_slot *s = gfx__cur_slot;
+    if (s == NULL) {
+        return 1;  /* not a worker: nothing to mark */
+    }
+    int prev = atomic_load_explicit(&s->busy, memory_order_relaxed);
+    atomic_store(&s->busy, 1);  /* seq_cst: see gfx_worker_slot */
+    return prev;
+}
+
+static inline void
+gfx_interruptible_end(int prev)
+{
+    gfx_worker_slot *s = gfx__cur_slot;
+    if (prev) {
+        return;  /* nested window, or not a worker */
+    }
+    atomic_store(&s->busy, 0);
+    if (atomic_load(&gfx__cur_shared->terminated)) {
+        /* Drop a PoolTerminated that was aimed at the finished call. */
+        PyThreadState_SetAsyncExc(atomic_load(&s->ident), NULL);
+    }
+}
+
+/* Bumped in the child after fork(): results and jobs remember the value
+ * they were created under and refuse to wait for parent threads. */
+extern _Atomic unsigned int gfx_fork_generation;
+/* 0, or -1 with RuntimeError if `gen` is from before a fork(). */
+int gfx_check_fork(unsigned int gen, const char *what);
+
+/* Process-wide set-up (fork handler); idempotent.  From module exec. */
+void gfx_pool_module_init(void);
 
 /* Queue a task on the pool's workers.  May block (GIL released, Ctrl-C
  * honoured) while the queue is full.  Returns 0, or -1 with an exception. */
@@ -224,8 +267,9 @@ typedef int (*gfx_ready_fn)(void *arg);
 int gfx_wait(gf_ec_t *ec, gfx_ready_fn ready, void *arg, double timeout);
 
 /* Take a pthread mutex from a thread that holds the GIL without risking a
- * deadlock with a thread that holds the mutex and waits for the GIL. */
-void gfx_mutex_lock(pthread_mutex_t *m);
+ * deadlock with a thread that holds the mutex and waits for the GIL.
+ * 0, or -1 with an exception (Ctrl-C while waiting). */
+int gfx_mutex_lock(pthread_mutex_t *m);
 
 /* ---- argument helpers (module.c) ------------------------------------------- */
 

@@ -27,6 +27,7 @@
  * Synchronisation (who guards what):
  *   chunker                 its own atomics (chunker.h)
  *   cancelled, done_items,
+ *   fail_min, running,
  *   active, exhausted,
  *   total_chunks, live      atomics, documented at each use
  *   results[i]              written once by the participant that claimed i;
@@ -40,8 +41,9 @@
  *   FILLING                 the participant that filled it
  *   slot DONE -> FREE,
  *   cur, cur_pos,
- *   consume_seq             the consumer (one thread at a time: the GIL or
- *                           the job's critical section)
+ *   consume_seq             written by the consumer (one thread at a time:
+ *                           the GIL or the job's critical section); atomic
+ *                           because wait predicates read it without either
  */
 #include "gfext.h"
 
@@ -81,8 +83,11 @@ typedef struct {
     int64_t total;            /* -1 if unknown */
     int64_t fixed_chunk;      /* 0 = adaptive */
     gf_chunker_t *chunker;    /* cache-line aligned, owned */
-    _Atomic int cancelled;
+    _Atomic int cancelled;      /* Ctrl-C, close(), terminate(): stop now */
     _Atomic int64_t done_items;
+    _Atomic int64_t fail_min;   /* DIRECT: lowest failed index, or MAX */
+    _Atomic int running;        /* DIRECT: participants inside direct_run */
+    unsigned int fork_gen;      /* gfx_fork_generation at creation */
     _Atomic int active;       /* participants queued or running (stream) */
     gf_ec_t ec;               /* the consumer parks here */
     PyObject *results;        /* DIRECT */
@@ -97,7 +102,7 @@ typedef struct {
     gfx_chunk *slots;
     uint32_t nslots;
     _Atomic uint32_t live;
-    int64_t consume_seq;
+    _Atomic int64_t consume_seq;
     gfx_chunk *cur;
     int64_t cur_pos;
 } MapJobObject;
@@ -189,6 +194,10 @@ call_item(MapJobObject *job, PyObject *item, int64_t index)
 
 /* ---- DIRECT mode ---------------------------------------------------------------- */
 
+/* Record the failure of item `index`.  The lowest failing index wins: an
+ * item below it may still fail too, so those keep running (every index
+ * below a failing one was claimed already: claims go in order), while
+ * claims stop and items above it are skipped. */
 static void
 direct_record_failure(MapJobObject *job, int64_t index)
 {
@@ -201,7 +210,12 @@ direct_record_failure(MapJobObject *job, int64_t index)
     }
     Py_END_CRITICAL_SECTION();
     Py_XDECREF(exc);
-    job_cancel(job);
+    int64_t cur = atomic_load(&job->fail_min);
+    while (index < cur &&
+           !atomic_compare_exchange_weak(&job->fail_min, &cur, index)) {
+    }
+    gf_chunker_cancel(job->chunker);
+    gf_ec_notify_all(&job->ec);
 }
 
 static void
@@ -210,19 +224,24 @@ direct_run(MapJobObject *job)
     gf_chunker_t *c = job->chunker;
     PyObject *results = job->results;
     int64_t start, count;
+    atomic_fetch_add(&job->running, 1);
+    int prev = gfx_interruptible_begin();
     while (!gfx_pool_terminated(job->pool) &&
            gf_chunker_claim(c, &start, &count) == 0) {
         int64_t t0 = gf_now_ns();
         int64_t end = start + count;
         for (int64_t i = start; i < end; i++) {
-            if (atomic_load_explicit(&job->cancelled, memory_order_relaxed)) {
-                return;
+            /* relaxed: advisory stops; at worst one more item runs. */
+            if (atomic_load_explicit(&job->cancelled, memory_order_relaxed) ||
+                i > atomic_load_explicit(&job->fail_min,
+                                         memory_order_relaxed)) {
+                goto out;
             }
             PyObject *item = get_item(job, i);
             PyObject *res = item ? call_item(job, item, i) : NULL;
             if (res == NULL) {
                 direct_record_failure(job, i);
-                return;
+                goto out;
             }
             PyList_SET_ITEM(results, (Py_ssize_t)i, res);
         }
@@ -236,8 +255,13 @@ direct_run(MapJobObject *job)
             gf_ec_notify_all(&job->ec);
         }
     }
+out:
+    gfx_interruptible_end(prev);
     if (gfx_pool_terminated(job->pool)) {
         job_cancel(job);
+    }
+    if (atomic_fetch_sub(&job->running, 1) == 1) {
+        gf_ec_notify_all(&job->ec);
     }
 }
 
@@ -245,9 +269,14 @@ static int
 direct_ready(void *arg)
 {
     MapJobObject *job = arg;
-    return atomic_load_explicit(&job->done_items, memory_order_acquire) ==
-               job->total ||
-           atomic_load_explicit(&job->cancelled, memory_order_acquire);
+    if (atomic_load_explicit(&job->done_items, memory_order_acquire) ==
+            job->total ||
+        atomic_load_explicit(&job->cancelled, memory_order_acquire)) {
+        return 1;
+    }
+    /* After a failure, wait for the items below it (see above). */
+    return atomic_load(&job->fail_min) != INT64_MAX &&
+           atomic_load(&job->running) == 0;
 }
 
 /* ---- STREAM mode ----------------------------------------------------------------- */
@@ -302,7 +331,9 @@ stream_step(MapJobObject *job)
     if (job_cancelled(job)) {
         return -1;
     }
-    gfx_mutex_lock(&job->in_lock);
+    if (gfx_mutex_lock(&job->in_lock) < 0) {
+        return -1;  /* Ctrl-C while another thread pulled input */
+    }
     if (atomic_load_explicit(&job->exhausted, memory_order_relaxed) ||
         job_cancelled(job)) {
         pthread_mutex_unlock(&job->in_lock);
@@ -322,6 +353,7 @@ stream_step(MapJobObject *job)
         items = PyMem_Malloc((size_t)want * sizeof(PyObject *));
         if (items == NULL) {
             pthread_mutex_unlock(&job->in_lock);
+            PyErr_NoMemory();
             return -1;
         }
     }
@@ -401,6 +433,7 @@ stream_step(MapJobObject *job)
     if (ch != NULL) {
         int64_t t0 = gf_now_ns();
         int64_t n = ch->count - ch->input_failed;
+        int prev = gfx_interruptible_begin();
         for (int64_t i = 0; i < n; i++) {
             PyObject *item = ch->items[i];
             ch->items[i] = NULL;
@@ -415,6 +448,7 @@ stream_step(MapJobObject *job)
             }
             ch->items[i] = res;
         }
+        gfx_interruptible_end(prev);
         gf_chunker_report(job->chunker, n, gf_now_ns() - t0);
         /* release: items and errors are visible to the consumer that sees
          * DONE with acquire. */
@@ -456,11 +490,20 @@ stream_participate(MapJobObject *job)
             continue;
         }
         if (r < 0) {
+            if (PyErr_Occurred()) {
+                /* Out of memory pulling input: nobody to raise it to here;
+                 * report it and stop the job rather than lose it quietly. */
+                PyErr_WriteUnraisable(NULL);
+                job_cancel(job);
+            }
             break;
         }
         /* No free slot: leave, then look once more (see maybe_restart). */
         atomic_fetch_sub(&job->active, 1);
         gf_ec_notify_all(&job->ec);
+        /* seq_cst fence: the re-check below must not be ordered before the
+         * decrement (store-buffering, as in maybe_restart). */
+        atomic_thread_fence(memory_order_seq_cst);
         int a = atomic_load(&job->active);
         if (!atomic_load(&job->exhausted) && !job_cancelled(job) &&
             a < (int)job->pool->nworkers && find_free_slot(job) != NULL &&
@@ -483,7 +526,9 @@ find_ready(MapJobObject *job)
         gfx_chunk *ch = &job->slots[k];
         if (atomic_load_explicit(&ch->state, memory_order_acquire) ==
                 SLOT_DONE &&
-            (!ordered || ch->seq == job->consume_seq)) {
+            (!ordered ||
+             ch->seq == atomic_load_explicit(&job->consume_seq,
+                                             memory_order_relaxed))) {
             return ch;
         }
     }
@@ -494,7 +539,7 @@ static int
 stream_finished(MapJobObject *job)
 {
     return atomic_load_explicit(&job->exhausted, memory_order_acquire) &&
-           job->consume_seq ==
+           atomic_load_explicit(&job->consume_seq, memory_order_relaxed) ==
                atomic_load_explicit(&job->total_chunks, memory_order_acquire);
 }
 
@@ -504,6 +549,15 @@ stream_ready(void *arg)
     MapJobObject *job = arg;
     return find_ready(job) != NULL || stream_finished(job) ||
            atomic_load(&job->active) == 0 ||
+           atomic_load_explicit(&job->cancelled, memory_order_relaxed);
+}
+
+/* A result to hand out, the end, or cancellation (not "nobody running"). */
+static int
+stream_have_result(void *arg)
+{
+    MapJobObject *job = arg;
+    return find_ready(job) != NULL || stream_finished(job) ||
            atomic_load_explicit(&job->cancelled, memory_order_relaxed);
 }
 
@@ -541,6 +595,9 @@ raise_cancelled(MapJobObject *job)
 static PyObject *
 stream_next(MapJobObject *job)
 {
+    if (gfx_check_fork(job->fork_gen, job->method) < 0) {
+        return NULL;
+    }
     for (;;) {
         gfx_chunk *ch = job->cur;
         if (ch != NULL) {
@@ -567,7 +624,8 @@ stream_next(MapJobObject *job)
                 continue;  /* skipped after cancellation */
             }
             job->cur = NULL;
-            job->consume_seq++;
+            atomic_fetch_add_explicit(&job->consume_seq, 1,
+                                      memory_order_relaxed);
             release_chunk(job, ch);
             maybe_restart(job);
             continue;
@@ -596,7 +654,18 @@ stream_next(MapJobObject *job)
             if (own || !maybe_restart(job)) {
                 /* Nobody can run it (pool joined, or we are one of its
                  * busy workers): compute a chunk here. */
-                if (stream_step(job) < 0 && PyErr_Occurred()) {
+                int r = stream_step(job);
+                if (r < 0 && PyErr_Occurred()) {
+                    return NULL;
+                }
+                if (r > 0 || !own) {
+                    continue;
+                }
+                /* A worker of this pool made no progress: the chunk it
+                 * needs is being computed by another thread, which needs
+                 * the GIL to finish it.  Wait without the GIL. */
+                if (gfx_wait(&job->ec, stream_have_result, job, -1.0) < 0) {
+                    job_cancel(job);
                     return NULL;
                 }
                 continue;
@@ -625,7 +694,8 @@ start_participants(MapJobObject *job, int n)
         mt->task.kind = GFX_TASK_MAP;
         mt->job = (MapJobObject *)Py_NewRef(job);
         atomic_fetch_add(&job->active, 1);
-        if (job->pool->core == NULL || job->pool->core_closed ||
+        /* The core refuses (GF_ECLOSED) once join/terminate closed it. */
+        if (job->pool->core == NULL ||
             gfx_pool_try_enqueue(job->pool, &mt->task) != 0) {
             atomic_fetch_sub(&job->active, 1);
             Py_DECREF(job);
@@ -744,6 +814,8 @@ job_new(PoolObject *pool, PyObject *fn, int flags, const char *method)
     job->flags = flags;
     job->total = -1;
     job->fail_index = -1;
+    atomic_init(&job->fail_min, INT64_MAX);
+    job->fork_gen = atomic_load(&gfx_fork_generation);
     gf_ec_init(&job->ec);
     pthread_mutex_init(&job->in_lock, NULL);
     job->chunker = gf_aligned_alloc(sizeof(gf_chunker_t));
@@ -807,8 +879,7 @@ gfx_map(PoolObject *pool, PyObject *fn, PyObject *iterable,
     uint32_t nw = pool->nworkers;
     int direct = !(flags & GFX_MAP_LAZY) && job->input_kind != IN_ITER;
     job->mode = direct ? MODE_DIRECT : MODE_STREAM;
-    if (gf_chunker_init(job->chunker, direct ? job->total : job->total,
-                        chunk, nw, 0) < 0) {
+    if (gf_chunker_init(job->chunker, job->total, chunk, nw, 0) < 0) {
         Py_DECREF(job);
         return gfx_raise(GF_EINVAL, method);
     }
@@ -823,6 +894,9 @@ gfx_map(PoolObject *pool, PyObject *fn, PyObject *iterable,
             Py_DECREF(job);
             return NULL;
         }
+        /* Hidden from the GC (gc.get_objects()) while it still holds NULL
+         * slots; tracked again when it is complete. */
+        PyObject_GC_UnTrack(job->results);
         int n = job->total < (int64_t)nw ? (int)job->total : (int)nw;
         int own = gfx_pool_is_own_worker(pool);
         if (start_participants(job, n) == 0 && !own) {
@@ -843,13 +917,15 @@ gfx_map(PoolObject *pool, PyObject *fn, PyObject *iterable,
             atomic_load(&job->done_items) != job->total) {
             raise_cancelled(job);
         }
-        else if (job->fail_exc != NULL) {
+        else if (atomic_load(&job->fail_min) != INT64_MAX) {
             PyObject *exc = NULL;
+            int64_t index;
             Py_BEGIN_CRITICAL_SECTION(job);
             exc = Py_NewRef(job->fail_exc);
+            index = job->fail_index;
             Py_END_CRITICAL_SECTION();
             gfx_raise_failure(gfx_state_from_type(Py_TYPE(job)), exc, fn,
-                              (Py_ssize_t)job->fail_index, 1);
+                              (Py_ssize_t)index, 1);
             Py_DECREF(exc);
         }
         else if (atomic_load(&job->done_items) != job->total) {
@@ -857,6 +933,7 @@ gfx_map(PoolObject *pool, PyObject *fn, PyObject *iterable,
         }
         else {
             res = Py_NewRef(job->results);
+            PyObject_GC_Track(res);
         }
         Py_DECREF(job);
         return res;

@@ -145,9 +145,12 @@ gfx_parse_timeout(PyObject *obj, double *out)
     }
     double t = PyFloat_AsDouble(obj);
     if (t == -1.0 && PyErr_Occurred()) {
-        PyErr_Format(PyExc_TypeError,
-                     "timeout must be a number or None, not %.100s",
-                     Py_TYPE(obj)->tp_name);
+        if (PyErr_ExceptionMatches(PyExc_TypeError)) {
+            PyErr_Clear();
+            PyErr_Format(PyExc_TypeError,
+                         "timeout must be a number or None, not %.100s",
+                         Py_TYPE(obj)->tp_name);
+        }
         return -1;
     }
     if (t != t) {
@@ -254,6 +257,7 @@ core_exec(PyObject *module)
                              PyMem_RawCalloc, PyMem_RawFree);
     }
 
+    gfx_pool_module_init();
     if (add_type(module, &gfx_pool_spec, &st->Pool_Type) < 0 ||
         add_type(module, &gfx_asyncresult_spec, &st->AsyncResult_Type) < 0 ||
         add_type(module, &gfx_mapjob_spec, &st->MapJob_Type) < 0 ||
@@ -273,6 +277,12 @@ core_exec(PyObject *module)
     if (st->PoolTerminated == NULL ||
         PyModule_AddObjectRef(module, "PoolTerminated",
                               st->PoolTerminated) < 0) {
+        return -1;
+    }
+    /* Imported now, not on the first error: a lazy set-up would race
+     * between threads on free-threaded builds. */
+    st->format_exception = import_attr("traceback", "format_exception");
+    if (st->format_exception == NULL) {
         return -1;
     }
     st->Future_Type = import_attr("concurrent.futures", "Future");

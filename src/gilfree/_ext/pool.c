@@ -24,6 +24,103 @@
 /* Join and blocking-submit waits are sliced so Ctrl-C is seen. */
 #define GFX_SLICE_NS (50 * 1000 * 1000LL)
 
+_Thread_local gfx_worker_slot *gfx__cur_slot;
+_Thread_local gfx_pool_shared *gfx__cur_shared;
+_Atomic unsigned int gfx_fork_generation;
+
+int
+gfx_check_fork(unsigned int gen, const char *what)
+{
+    if (gen != atomic_load_explicit(&gfx_fork_generation,
+                                    memory_order_relaxed)) {
+        PyErr_Format(PyExc_RuntimeError,
+                     "%s: this result belongs to a Pool of the parent "
+                     "process; its worker threads do not exist after fork()",
+                     what);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- orphaned pools --------------------------------------------------------------
+ * A Pool dropped without join() must not block whoever drops it (a GC pass,
+ * a worker of that very pool, interpreter finalisation): its queue is
+ * closed, its threads finish what was queued and exit by themselves, and
+ * its structs wait on this list until a later, non-blocking reap finds the
+ * threads gone.  The list is guarded by orphan_lock, which is only ever held
+ * for a few pointer operations and gf_pool_join(core, 0). */
+
+typedef struct gfx_orphan {
+    struct gfx_orphan *next;
+    gf_pool_t *core;
+    gfx_pool_shared *shared;
+} gfx_orphan;
+
+static pthread_mutex_t orphan_lock = PTHREAD_MUTEX_INITIALIZER;
+static gfx_orphan *orphans;  /* guarded by orphan_lock */
+
+static void
+orphan_add(gf_pool_t *core, gfx_pool_shared *sh)
+{
+    gfx_orphan *o = PyMem_RawMalloc(sizeof(gfx_orphan));
+    if (o == NULL) {
+        return;  /* out of memory: leak the pool rather than block */
+    }
+    o->core = core;
+    o->shared = sh;
+    pthread_mutex_lock(&orphan_lock);
+    o->next = orphans;
+    orphans = o;
+    pthread_mutex_unlock(&orphan_lock);
+}
+
+/* Free the orphans whose threads have all exited.  Never blocks. */
+static void
+orphans_reap(void)
+{
+    gf_worker_t *me = gf_current_worker();
+    pthread_mutex_lock(&orphan_lock);
+    gfx_orphan **link = &orphans;
+    while (*link != NULL) {
+        gfx_orphan *o = *link;
+        int forked = gf_pool_is_forked(o->core);
+        if (forked || ((me == NULL || gf_worker_pool(me) != o->core) &&
+                       gf_pool_join(o->core, 0) == 0)) {
+            *link = o->next;
+            gf_pool_free(o->core);
+            PyMem_RawFree(o->shared);
+            PyMem_RawFree(o);
+        }
+        else {
+            link = &o->next;
+        }
+    }
+    pthread_mutex_unlock(&orphan_lock);
+}
+
+static void
+atfork_child(void)
+{
+    /* Only this thread survives: the lock may have died held. */
+    pthread_mutex_t fresh = PTHREAD_MUTEX_INITIALIZER;
+    orphan_lock = fresh;
+    atomic_fetch_add(&gfx_fork_generation, 1);
+}
+
+static void
+register_atfork(void)
+{
+    (void)pthread_atfork(NULL, NULL, atfork_child);
+}
+
+void
+gfx_pool_module_init(void)
+{
+    /* Once per process: pthread_atfork handlers cannot be removed. */
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, register_atfork);
+}
+
 /* ---- worker side ------------------------------------------------------------ */
 
 static void
@@ -79,13 +176,23 @@ void
 gfx__task_entry(gf_task_t *t, gf_worker_t *w)
 {
     PyThreadState *ts = (PyThreadState *)*gf_worker_local(w);
-    if (ts == NULL || GFX_IS_FINALIZING()) {
+    if (GFX_IS_FINALIZING()) {
         return;  /* see worker_on_stop */
     }
+    if (ts == NULL) {
+        /* on_start could not make a thread state (out of memory): make
+         * one now rather than drop tasks whose callers would wait. */
+        gfx_pool_shared *sh0 = (gfx_pool_shared *)gf_worker_userdata(w);
+        ts = PyThreadState_New(sh0->interp);
+        if (ts == NULL) {
+            return;  /* nothing can run Python on this thread */
+        }
+        *gf_worker_local(w) = ts;
+    }
     gfx_pool_shared *sh = (gfx_pool_shared *)gf_worker_userdata(w);
-    gfx_worker_slot *slot = &sh->slots[gf_worker_index(w)];
     PyEval_RestoreThread(ts);
-    atomic_store(&slot->busy, 1);
+    gfx__cur_slot = &sh->slots[gf_worker_index(w)];
+    gfx__cur_shared = sh;
     gfx_task *task = (gfx_task *)t;
     for (;;) {
         if (atomic_load(&sh->terminated)) {
@@ -102,12 +209,8 @@ gfx__task_entry(gf_task_t *t, gf_worker_t *w)
         }
         task = (gfx_task *)next;
     }
-    atomic_store(&slot->busy, 0);
-    if (atomic_load(&sh->terminated)) {
-        /* A PoolTerminated aimed at a task that had already finished must
-         * not fire in whatever this thread runs next. */
-        PyThreadState_SetAsyncExc(atomic_load(&slot->ident), NULL);
-    }
+    gfx__cur_slot = NULL;
+    gfx__cur_shared = NULL;
     PyEval_SaveThread();
 }
 
@@ -241,7 +344,9 @@ gfx_submit_run(gfx_task *task)
         submit_free(s);
         return;
     }
+    int prev = gfx_interruptible_begin();
     PyObject *res = PyObject_Call(s->fn, s->args, s->kwargs);
+    gfx_interruptible_end(prev);
     int rc;
     if (res != NULL) {
         rc = gfx_future_set_result(st, s->future, res);
@@ -381,10 +486,12 @@ Pool_init(PyObject *op, PyObject *args, PyObject *kwargs)
                                      &workers, &backend)) {
         return -1;
     }
-    if (self->core != NULL) {
+    int expected = 0;
+    if (!atomic_compare_exchange_strong(&self->initialised, &expected, 1)) {
         PyErr_SetString(PyExc_RuntimeError, "Pool is already initialised");
         return -1;
     }
+    orphans_reap();
     if (backend != NULL && backend != Py_None) {
         if (!PyUnicode_Check(backend) ||
             PyUnicode_CompareWithASCIIString(backend, "threads") != 0) {
@@ -459,11 +566,11 @@ Pool_init(PyObject *op, PyObject *args, PyObject *kwargs)
 static int
 pool_close_and_join(PoolObject *self)
 {
-    if (self->core == NULL || self->joined) {
+    if (self->core == NULL || atomic_load(&self->joined)) {
         return 0;
     }
     if (gf_pool_is_forked(self->core)) {
-        self->joined = 1;
+        atomic_store(&self->joined, 1);
         return 0;
     }
     if (gfx_pool_is_own_worker(self)) {
@@ -473,7 +580,6 @@ pool_close_and_join(PoolObject *self)
         return -1;
     }
     gf_pool_close(self->core);
-    self->core_closed = 1;
     for (;;) {
         int rc;
         Py_BEGIN_ALLOW_THREADS
@@ -490,7 +596,7 @@ pool_close_and_join(PoolObject *self)
             return -1;
         }
     }
-    self->joined = 1;
+    atomic_store(&self->joined, 1);
     return 0;
 }
 
@@ -503,31 +609,26 @@ Pool_dealloc(PyObject *op)
         PyObject_ClearWeakRefs(op);
     }
     if (self->core != NULL) {
-        if (gf_pool_is_forked(self->core)) {
+        if (gf_pool_is_forked(self->core) || atomic_load(&self->joined)) {
             gf_pool_free(self->core);
             PyMem_RawFree(self->shared);
-        }
-        else if (gfx_pool_is_own_worker(self)) {
-            /* Last reference dropped by a task on one of our own threads:
-             * joining here would wait for ourselves.  Close the queue so the
-             * threads exit once it is empty, and leave the small core and
-             * shared structs behind (a documented, bounded leak: the
-             * exiting workers still read them). */
-            gf_pool_close(self->core);
         }
         else {
-            /* Unclosed pool: let queued work finish, then stop the
-             * threads.  (gilfree.Pool warns with ResourceWarning first.) */
-            atomic_store_explicit(&self->state, GFX_POOL_CLOSED,
-                                  memory_order_relaxed);
+            /* Never joined (gilfree.Pool warned with ResourceWarning):
+             * refuse new work, let the queued work finish, and let the
+             * threads go by themselves -- never block here, whichever
+             * thread this is (see orphans). */
+            int expected = GFX_POOL_OPEN;
+            atomic_compare_exchange_strong(&self->state, &expected,
+                                           GFX_POOL_CLOSED);
             gf_pool_close(self->core);
-            Py_BEGIN_ALLOW_THREADS
-            gf_pool_join(self->core, -1);
-            Py_END_ALLOW_THREADS
-            gf_pool_free(self->core);
-            PyMem_RawFree(self->shared);
+            orphan_add(self->core, self->shared);
+            if (!GFX_IS_FINALIZING()) {
+                orphans_reap();
+            }
         }
         self->core = NULL;
+        self->shared = NULL;
     }
     tp->tp_free(op);
     Py_DECREF(tp);
@@ -585,12 +686,11 @@ Pool_terminate(PyObject *op, PyObject *Py_UNUSED(ignored))
 {
     PoolObject *self = POOL_CAST(op);
     atomic_store(&self->state, GFX_POOL_TERMINATED);
-    if (self->core != NULL && !self->joined &&
+    if (self->core != NULL && !atomic_load(&self->joined) &&
         !gf_pool_is_forked(self->core)) {
         gfx_pool_shared *sh = self->shared;
         atomic_store(&sh->terminated, 1);
         gf_pool_close(self->core);
-        self->core_closed = 1;
         gf_pool_drain(self->core, task_cancel, NULL);
         /* Interrupt calls still running: PoolTerminated is raised in the
          * worker at its next bytecode (a call blocked inside C finishes
@@ -749,9 +849,11 @@ Pool_get_state(PyObject *op, void *closure)
     case GFX_POOL_OPEN:
         return PyUnicode_FromString("running");
     case GFX_POOL_CLOSED:
-        return PyUnicode_FromString(self->joined ? "joined" : "closed");
+        return PyUnicode_FromString(atomic_load(&self->joined) ? "joined"
+                                                                : "closed");
     default:
-        return PyUnicode_FromString(self->joined ? "joined" : "terminated");
+        return PyUnicode_FromString(atomic_load(&self->joined) ? "joined"
+                                                                : "terminated");
     }
 }
 
@@ -759,7 +861,7 @@ static PyObject *
 Pool_get_alive(PyObject *op, void *closure)
 {
     PoolObject *self = POOL_CAST(op);
-    if (self->core == NULL || self->joined) {
+    if (self->core == NULL || atomic_load(&self->joined)) {
         return PyLong_FromLong(0);
     }
     return PyLong_FromUnsignedLong(gf_pool_alive(self->core));

@@ -11,6 +11,7 @@
 #include "gfext.h"
 
 #include <math.h>
+#include <time.h>
 
 /* Longest sleep between signal checks: half the 100 ms Ctrl-C budget. */
 #define GFX_WAIT_SLICE_NS (50 * 1000 * 1000LL)
@@ -99,15 +100,32 @@ gfx_wait(gf_ec_t *ec, gfx_ready_fn ready, void *arg, double timeout)
     return result;
 }
 
-void
+int
 gfx_mutex_lock(pthread_mutex_t *m)
 {
     if (pthread_mutex_trylock(m) == 0) {
-        return;
+        return 0;
     }
     /* The holder may be waiting for the GIL (e.g. inside an iterator's
-     * __next__ that released it): never block on the mutex with the GIL. */
-    Py_BEGIN_ALLOW_THREADS
-    pthread_mutex_lock(m);
-    Py_END_ALLOW_THREADS
+     * __next__ that released it): never block on the mutex with the GIL.
+     * Sliced, so Ctrl-C is seen while another thread's generator is slow. */
+    for (;;) {
+        int rc;
+        Py_BEGIN_ALLOW_THREADS
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += GFX_WAIT_SLICE_NS;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec += 1;
+            until.tv_nsec -= 1000000000L;
+        }
+        rc = pthread_mutex_timedlock(m, &until);
+        Py_END_ALLOW_THREADS
+        if (rc == 0) {
+            return 0;
+        }
+        if (PyErr_CheckSignals() < 0) {
+            return -1;
+        }
+    }
 }
