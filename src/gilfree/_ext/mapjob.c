@@ -10,9 +10,10 @@
  * DIRECT (map/starmap over a list, tuple or range): the length is known, so
  *   chunks are claimed lock-free from a gf_chunker_t (one CAS per chunk) and
  *   every result is stored straight into its slot of a preallocated list.
- *   The caller sleeps until `done_items` reaches the total, or a failure
- *   cancels the job.  The first exception (lowest index) is re-raised with
- *   its index; claims stop at once.
+ *   The caller sleeps until `done_items` reaches the total.  On a failure,
+ *   claims stop at once and items above the failing index are skipped; the
+ *   items below it (already claimed) finish, so the exception re-raised,
+ *   with its index, is the one of the lowest failing index.
  *
  * STREAM (imap/imap_unordered, and map over any other iterable): input is
  *   pulled lazily, one chunk at a time, under `in_lock`, into one of `nslots`
