@@ -16,9 +16,13 @@
  *   done-callback can have been added, and nobody can have cancelled.
  *
  * So a worker that finds no Condition may set the state and the result
- * directly; it does so inside the future's critical section (the GIL
- * before 3.13), the same one that creates the Condition, so it either acts
- * before the Condition exists or sees it and takes the stock path.  result(),
+ * directly; it does so inside the critical section of the future's
+ * __dict__ (the GIL before 3.13), the same one that creates the Condition,
+ * so it either acts before the Condition exists or sees it and takes the
+ * stock path.  The dict, not the future: PyDict_SetItem locks the dict
+ * itself, and re-entering the section we already hold cannot suspend it,
+ * whereas a nested section on another object could let the creator in
+ * between our check and our store.  result(),
  * exception() and done() read a FINISHED state without creating a Condition;
  * anything else goes to the base class.
  *
@@ -61,7 +65,7 @@ LF_get_condition(PyObject *self, void *closure)
         return NULL;
     }
     /* Two threads may race to create it; setdefault keeps exactly one. */
-    Py_BEGIN_CRITICAL_SECTION(self);
+    Py_BEGIN_CRITICAL_SECTION(dict);
     cond = gfx_dict_setdefault_ref(dict, st->k_gf_condition, fresh);
     Py_END_CRITICAL_SECTION();
     Py_DECREF(fresh);
@@ -123,7 +127,7 @@ static PyObject *
 read_state(gfx_state *st, PyObject *self, PyObject *dict, int *has_cond)
 {
     PyObject *state = NULL;
-    Py_BEGIN_CRITICAL_SECTION(self);
+    Py_BEGIN_CRITICAL_SECTION(dict);
     *has_cond = has_condition(st, dict);
     if (*has_cond >= 0 && gfx_dict_get_ref(dict, st->k_state, &state) == 0) {
         PyErr_SetString(PyExc_AttributeError, "_state");
@@ -272,7 +276,7 @@ fast_transition(gfx_state *st, PyObject *fut, PyObject *expect,
         return -1;
     }
     int r = 0;
-    Py_BEGIN_CRITICAL_SECTION(fut);
+    Py_BEGIN_CRITICAL_SECTION(dict);
     int has = has_condition(st, dict);
     if (has < 0) {
         r = -1;
