@@ -26,6 +26,9 @@ extern "C" {
     XX(EBUSY, (-EBUSY), "resource busy")                                     \
     XX(ECANCELED, (-ECANCELED), "operation canceled")                        \
     XX(ENOSYS, (-ENOSYS), "function not implemented on this platform")       \
+    XX(EPIPE, (-EPIPE), "channel closed (peer gone or shut down)")           \
+    XX(EPROTO, (-EPROTO), "malformed frame or channel header")               \
+    XX(EMSGSIZE, (-EMSGSIZE), "message too long for the channel")            \
     XX(ECLOSED, (-4080), "closed")                                           \
     XX(EFORKED, (-4081), "object was created before fork() in the parent")
 

@@ -11,6 +11,8 @@
 #include "gilfree/clock.h"
 #include "gilfree/eventcount.h"
 #include "gilfree/queue.h"
+#include "gilfree/shm.h"
+#include "gilfree/ring.h"
 #include "gilfree/chunker.h"
 #include "gilfree/threadpool.h"
 

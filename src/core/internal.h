@@ -18,6 +18,7 @@
 #ifndef GILFREE_CORE_INTERNAL_H
 #define GILFREE_CORE_INTERNAL_H
 
+#include <stdalign.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <time.h>
@@ -87,6 +88,66 @@ gf_ec_t *gf__queue_not_full(gf_queue_t *q);
 
 /* Bounded spinning before a blocking queue operation parks. */
 #define GF__QUEUE_SPIN_ITERS 128
+
+/* --- ring (src/core/ring.c) ----------------------------------------------- */
+
+/* The ring's layout in shared memory.  Here rather than in ring.c so that
+ * white-box tests and the fuzz harness can set positions and scribble on
+ * frames.  Which side writes what:
+ *   line 0   immutable after gf_ring_init(); every handle copies what it
+ *            needs at attach and never reads it again;
+ *   line 1   the producer: tail (release store per commit) and the epoch of
+ *            not_empty (bumped per commit); the consumer bumps not_empty's
+ *            waiter count only when it parks;
+ *   line 2   the consumer: head (release store per release) and not_full;
+ *   line 3   closed: set once, by anyone, read by both.
+ * Putting each eventcount on the line its notifier already writes means a
+ * commit dirties one line, not two. */
+typedef struct gf__ring_shared {
+    alignas(GF__CACHE_LINE) uint32_t magic;
+    uint32_t version;
+    uint32_t capacity;     /* bytes in the frame area, a power of two */
+    uint32_t frame_align;  /* GF_RING_ALIGN */
+    uint32_t frame_header; /* GF_RING_FRAME_HEADER */
+    uint32_t max_payload;  /* GF_RING_MAX_PAYLOAD(capacity) */
+    uint32_t header_bytes; /* offsetof(data): catches layout mismatches */
+    uint32_t reserved0;
+
+    /* Bytes committed since init (a position: frame area offset is
+     * tail & (capacity - 1)).  Written only by the producer. */
+    alignas(GF__CACHE_LINE) _Atomic uint64_t tail;
+    gf_ec_t not_empty; /* the consumer parks here; commit and close notify */
+
+    /* Bytes released since init.  Written only by the consumer. */
+    alignas(GF__CACHE_LINE) _Atomic uint64_t head;
+    gf_ec_t not_full; /* the producer parks here; release and close notify */
+
+    /* 0 while open, 1 once closed; never goes back. */
+    alignas(GF__CACHE_LINE) _Atomic uint32_t closed;
+
+    alignas(GF__CACHE_LINE) unsigned char data[];
+} gf__ring_shared_t;
+
+/* The header in front of every frame.  pos is the frame's own position (the
+ * full 64-bit counter), a stamp that lets the consumer reject a stale header
+ * left from an earlier lap.  Written by the producer with relaxed stores
+ * before it publishes tail; the consumer reads each field exactly once, with
+ * relaxed loads, into locals that it then validates. */
+typedef struct gf__ring_frame_hdr {
+    _Atomic uint32_t len;
+    _Atomic uint32_t kind;
+    _Atomic uint64_t pos;
+} gf__ring_frame_hdr_t;
+
+/* kind of a padding frame: runs from its position to the end of the frame
+ * area, so that the next frame starts at offset 0.  Outside the caller's
+ * kinds (GF_RING_KIND_MAX). */
+#define GF__RING_PAD_KIND 0x44415047u /* "GPAD" read as little-endian bytes */
+
+#define GF__RING_DEFAULT_SPIN_NS 20000u
+
+gf__ring_shared_t *gf__ring_shared(gf_ring_t *ring);
+unsigned char *gf__ring_data(gf_ring_t *ring);
 
 /* --- threadpool (src/core/threadpool.c) ---------------------------------- */
 

@@ -17,7 +17,7 @@ TEST_IMPL(error_table)
     } while (0);
     GF_ERRNO_MAP(GFT__CHECK)
 #undef GFT__CHECK
-    ASSERT_EQ(count, 10);
+    ASSERT_EQ(count, 13);
 
     /* Codes are distinct: every value maps back to its own name. */
     int codes[] = {
@@ -35,6 +35,9 @@ TEST_IMPL(error_table)
     ASSERT_EQ(GF_EINVAL, -EINVAL);
     ASSERT_EQ(GF_ETIMEDOUT, -ETIMEDOUT);
     ASSERT_EQ(GF_EINTR, -EINTR);
+    ASSERT_EQ(GF_EPIPE, -EPIPE);
+    ASSERT_EQ(GF_EPROTO, -EPROTO);
+    ASSERT_EQ(GF_EMSGSIZE, -EMSGSIZE);
     ASSERT_LT(GF_ECLOSED, -4000);
     ASSERT_LT(GF_EFORKED, -4000);
 

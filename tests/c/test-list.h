@@ -25,6 +25,21 @@
     XX(queue_eintr, 20)                     \
     XX(queue_mpmc_stress, 180)              \
     XX(queue_shared_fork, 120)              \
+    XX(shm_create_map, 10)                  \
+    XX(shm_cloexec_and_seals, 10)           \
+    XX(shm_validation, 10)                  \
+    XX(shm_name_in_maps, 10)                \
+    XX(ring_layout_validation, 10)          \
+    XX(ring_single_thread, 10)              \
+    XX(ring_model, 60)                      \
+    XX(ring_close_semantics, 10)            \
+    XX(ring_blocking, 20)                   \
+    XX(ring_eintr, 20)                      \
+    XX(ring_stress_threads, 120)            \
+    XX(ring_cross_process, 120)             \
+    XX(ring_corruption_cases, 10)           \
+    XX(ring_corruption_random, 60)          \
+    XX(ring_producer_killed, 60)            \
     XX(chunker_validation, 10)              \
     XX(chunker_fixed_sequential, 10)        \
     XX(chunker_concurrent_exactly_once, 120) \

@@ -1,0 +1,217 @@
+/* gilfree core: memfd-backed shared memory regions.
+ *
+ * Why memfd rather than shm_open: the region has no name, so there is no
+ * window in which another process (or user) could open it, and nothing to
+ * unlink if we die: the memory goes away with the last descriptor and the
+ * last mapping.  (loky and multiprocessing.shared_memory leave entries in
+ * /dev/shm when a process is killed; we cannot.)
+ *
+ * Why the seals: a MAP_SHARED mapping of a file that is later truncated
+ * raises SIGBUS on access past the new end.  With F_SEAL_SHRINK nobody,
+ * including a buggy or hostile peer holding the descriptor, can shrink the
+ * file, and gf_shm_map() insists on that seal before it maps.  F_SEAL_GROW
+ * keeps the size the creator chose, so both sides agree on it.  F_SEAL_SEAL
+ * is deliberately not added: the creator may later want F_SEAL_FUTURE_WRITE
+ * (hand a finished buffer to a reader that cannot modify it).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <string.h>
+#include <unistd.h>
+#if defined(__linux__)
+#include <sys/mman.h>
+#include <sys/stat.h>
+#endif
+
+#include "internal.h"
+
+#define GF__SHM_DEFAULT_NAME "gilfree"
+
+static void
+gf__shm_reset(gf_shm_t *shm)
+{
+    shm->addr = NULL;
+    shm->size = 0;
+    shm->fd = -1;
+}
+
+#if defined(__linux__)
+
+/* The largest size we accept: it must fit in off_t (ftruncate, fstat) and
+ * in ptrdiff_t (pointer arithmetic over the mapping). */
+#define GF__SHM_MAX_SIZE ((size_t)GF__MIN((uint64_t)INT64_MAX, (uint64_t)PTRDIFF_MAX))
+
+int
+gf_shm_create(size_t size, const char *name, gf_shm_t *out)
+{
+    if (out == NULL) {
+        return GF_EINVAL;
+    }
+    gf__shm_reset(out);
+    if (size == 0 || size > GF__SHM_MAX_SIZE) {
+        return GF_EINVAL;
+    }
+    int fd = memfd_create(name != NULL ? name : GF__SHM_DEFAULT_NAME,
+                          MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd < 0) {
+        return -errno;
+    }
+    int rc;
+    while ((rc = ftruncate(fd, (off_t)size)) != 0 && errno == EINTR) {
+    }
+    if (rc != 0) {
+        goto fail;
+    }
+    if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) != 0) {
+        goto fail;
+    }
+    void *addr = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (addr == MAP_FAILED) {
+        goto fail;
+    }
+    out->addr = addr;
+    out->size = size;
+    out->fd = fd;
+    return 0;
+
+fail:
+    rc = -errno;
+    close(fd);
+    return rc;
+}
+
+int
+gf_shm_map(int fd, size_t size, unsigned flags, gf_shm_t *out)
+{
+    if (out == NULL) {
+        return GF_EINVAL;
+    }
+    gf__shm_reset(out);
+    if (fd < 0 || (flags & ~GF_SHM_READONLY) != 0) {
+        return GF_EINVAL;
+    }
+    /* Seals first: F_GET_SEALS fails with EINVAL on anything but a memfd
+     * (or another sealable file), which we refuse the same way. */
+    int seals = fcntl(fd, F_GET_SEALS);
+    if (seals < 0) {
+        return errno == EINVAL ? GF_EINVAL : -errno;
+    }
+    if (!(seals & F_SEAL_SHRINK)) {
+        return GF_EINVAL;
+    }
+    /* The size cannot shrink from here on (the seal), so this check stays
+     * true for the life of the mapping. */
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        return -errno;
+    }
+    if (st.st_size <= 0 || (uint64_t)st.st_size > (uint64_t)GF__SHM_MAX_SIZE) {
+        return GF_EINVAL;
+    }
+    if (size == 0) {
+        size = (size_t)st.st_size;
+    }
+    else if ((uint64_t)size > (uint64_t)st.st_size) {
+        return GF_EINVAL;
+    }
+    /* Close-on-exec before anything can fail after it: a descriptor that
+     * reached us through pass_fds or SCM_RIGHTS without MSG_CMSG_CLOEXEC
+     * lacks the flag, and we now own it. */
+    int fdflags = fcntl(fd, F_GETFD);
+    if (fdflags < 0 || fcntl(fd, F_SETFD, fdflags | FD_CLOEXEC) != 0) {
+        return -errno;
+    }
+    int prot = PROT_READ | ((flags & GF_SHM_READONLY) ? 0 : PROT_WRITE);
+    void *addr = mmap(NULL, size, prot, MAP_SHARED, fd, 0);
+    if (addr == MAP_FAILED) {
+        return -errno;
+    }
+    out->addr = addr;
+    out->size = size;
+    out->fd = fd;
+    return 0;
+}
+
+int
+gf_shm_unmap(gf_shm_t *shm)
+{
+    if (shm == NULL) {
+        return GF_EINVAL;
+    }
+    if (shm->addr == NULL) {
+        return 0;
+    }
+    int rc = munmap(shm->addr, shm->size) == 0 ? 0 : -errno;
+    /* Forget the address even on failure (munmap fails only for arguments
+     * that were never a mapping of ours): never unmap twice. */
+    shm->addr = NULL;
+    return rc;
+}
+
+int
+gf_shm_close_fd(gf_shm_t *shm)
+{
+    if (shm == NULL) {
+        return GF_EINVAL;
+    }
+    if (shm->fd < 0) {
+        return 0;
+    }
+    int rc = close(shm->fd) == 0 ? 0 : -errno;
+    /* On Linux the descriptor is released even when close() reports an
+     * error (EINTR included), so retrying could close someone else's. */
+    shm->fd = -1;
+    return rc == GF_EINTR ? 0 : rc;
+}
+
+#else /* !__linux__ */
+
+int
+gf_shm_create(size_t size, const char *name, gf_shm_t *out)
+{
+    (void)size;
+    (void)name;
+    if (out != NULL) {
+        gf__shm_reset(out);
+    }
+    return GF_ENOSYS;
+}
+
+int
+gf_shm_map(int fd, size_t size, unsigned flags, gf_shm_t *out)
+{
+    (void)fd;
+    (void)size;
+    (void)flags;
+    if (out != NULL) {
+        gf__shm_reset(out);
+    }
+    return GF_ENOSYS;
+}
+
+int
+gf_shm_unmap(gf_shm_t *shm)
+{
+    return shm == NULL ? GF_EINVAL : 0;
+}
+
+int
+gf_shm_close_fd(gf_shm_t *shm)
+{
+    return shm == NULL ? GF_EINVAL : 0;
+}
+
+#endif /* __linux__ */
+
+int
+gf_shm_close(gf_shm_t *shm)
+{
+    if (shm == NULL) {
+        return GF_EINVAL;
+    }
+    int rc = gf_shm_unmap(shm);
+    int rc2 = gf_shm_close_fd(shm);
+    shm->size = 0;
+    return rc != 0 ? rc : rc2;
+}
