@@ -29,6 +29,7 @@ extern "C" {
     XX(EPIPE, (-EPIPE), "channel closed (peer gone or shut down)")           \
     XX(EPROTO, (-EPROTO), "malformed frame or channel header")               \
     XX(EMSGSIZE, (-EMSGSIZE), "message too long for the channel")            \
+    XX(ESRCH, (-ESRCH), "no such process")                                   \
     XX(ECLOSED, (-4080), "closed")                                           \
     XX(EFORKED, (-4081), "object was created before fork() in the parent")
 

@@ -13,6 +13,7 @@
 #include "gilfree/queue.h"
 #include "gilfree/shm.h"
 #include "gilfree/ring.h"
+#include "gilfree/proc.h"
 #include "gilfree/chunker.h"
 #include "gilfree/threadpool.h"
 

@@ -149,6 +149,15 @@ typedef struct gf__ring_frame_hdr {
 gf__ring_shared_t *gf__ring_shared(gf_ring_t *ring);
 unsigned char *gf__ring_data(gf_ring_t *ring);
 
+/* --- proc (src/core/proc.c) ------------------------------------------------ */
+
+/* How long a supervisor (or gf_proc_wait_exit) waits, after a process that
+ * is not our child has ended, for its parent to reap it so that the kernel
+ * can tell its status (PIDFD_INFO_EXIT, Linux 6.15+).  The forkserver reaps
+ * on SIGCHLD, within a millisecond or so; a parent that does not reap costs
+ * this delay, after which the exit is reported with GF_EXIT_UNKNOWN. */
+#define GF__PROC_REAP_GRACE_NS (250 * INT64_C(1000000))
+
 /* --- threadpool (src/core/threadpool.c) ---------------------------------- */
 
 /* Test hook: when >= 0, the (n+1)-th worker thread creation of the next

@@ -17,7 +17,7 @@ TEST_IMPL(error_table)
     } while (0);
     GF_ERRNO_MAP(GFT__CHECK)
 #undef GFT__CHECK
-    ASSERT_EQ(count, 13);
+    ASSERT_EQ(count, 14);
 
     /* Codes are distinct: every value maps back to its own name. */
     int codes[] = {
@@ -38,6 +38,7 @@ TEST_IMPL(error_table)
     ASSERT_EQ(GF_EPIPE, -EPIPE);
     ASSERT_EQ(GF_EPROTO, -EPROTO);
     ASSERT_EQ(GF_EMSGSIZE, -EMSGSIZE);
+    ASSERT_EQ(GF_ESRCH, -ESRCH);
     ASSERT_LT(GF_ECLOSED, -4000);
     ASSERT_LT(GF_EFORKED, -4000);
 

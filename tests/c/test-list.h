@@ -40,6 +40,21 @@
     XX(ring_corruption_cases, 10)           \
     XX(ring_corruption_random, 60)          \
     XX(ring_producer_killed, 60)            \
+    XX(proc_exit_describe, 10)              \
+    XX(proc_child_exit, 20)                 \
+    XX(proc_noreap_and_validation, 20)      \
+    XX(proc_wait_eintr, 20)                 \
+    XX(proc_nonchild_status, 20)            \
+    XX(sup_callbacks, 20)                   \
+    XX(sup_unwatch, 20)                     \
+    XX(sup_deadline, 20)                    \
+    XX(sup_callback_rules, 20)              \
+    XX(sup_free_no_leak, 30)                \
+    XX(sup_nonchild, 20)                    \
+    XX(sup_fork_child, 20)                  \
+    XX(watch_parent_pool_killed, 30)        \
+    XX(watch_parent_server_killed, 20)      \
+    XX(watch_parent_already_gone, 20)       \
     XX(chunker_validation, 10)              \
     XX(chunker_fixed_sequential, 10)        \
     XX(chunker_concurrent_exactly_once, 120) \
