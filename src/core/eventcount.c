@@ -164,6 +164,49 @@ gf__ec_wait_until(gf_ec_t *ec, uint32_t key, int64_t deadline)
     return gf_ec_wait(ec, key, left);
 }
 
+int
+gf__ec_block(gf_ec_t *ec, gf__try_fn try_once, void *ctx, int64_t timeout_ns,
+             int64_t spin_ns)
+{
+    if (timeout_ns == 0) {
+        return GF_ETIMEDOUT;
+    }
+    int64_t deadline = gf__deadline_from_timeout(timeout_ns);
+    int rc;
+    if (spin_ns > 0) {
+        int64_t now = gf_now_ns();
+        int64_t spin_end = GF__MIN(now + spin_ns, deadline);
+        do {
+            for (int i = 0; i < GF__EC_SPIN_BATCH; i++) {
+                gf_cpu_relax();
+            }
+            rc = try_once(ctx);
+            if (rc != GF_EAGAIN) {
+                return rc;
+            }
+        } while (gf_now_ns() < spin_end);
+    }
+    for (;;) {
+        uint32_t key = gf_ec_prepare(ec);
+        rc = try_once(ctx);
+        if (rc != GF_EAGAIN) {
+            return rc;
+        }
+        int64_t left = gf__remaining_ns(deadline);
+        if (left == 0) {
+            return GF_ETIMEDOUT;
+        }
+        int w = gf_ec_wait(ec, key, left);
+        if (w == GF_EINTR) {
+            /* A wake-up may have raced with the signal; do not waste it. */
+            rc = try_once(ctx);
+            return rc != GF_EAGAIN ? rc : GF_EINTR;
+        }
+        /* 0 or GF_ETIMEDOUT: the top of the loop tries again, then checks
+         * the deadline. */
+    }
+}
+
 static inline void
 gf__ec_notify(gf_ec_t *ec, int n)
 {

@@ -18,8 +18,10 @@
 #ifndef GILFREE_CORE_INTERNAL_H
 #define GILFREE_CORE_INTERNAL_H
 
+#include <pthread.h>
 #include <stdalign.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -79,6 +81,31 @@ gf__remaining_ns(int64_t deadline)
 /* Wait on ec until deadline: gf_ec_wait() with the remaining time. */
 int gf__ec_wait_until(gf_ec_t *ec, uint32_t key, int64_t deadline);
 
+/* One non-blocking attempt for gf__ec_block(): 0 or an error on success or
+ * a final failure, GF_EAGAIN to keep waiting. */
+typedef int (*gf__try_fn)(void *ctx);
+
+/* gf_cpu_relax() calls between re-tries while gf__ec_block() spins. */
+#define GF__EC_SPIN_BATCH 32
+
+/* The blocking loop that the queue and the ring share, for a caller whose
+ * own first try_once(ctx) said GF_EAGAIN (the caller makes it, inline, so
+ * the fast path has no indirect call):
+ *   - timeout_ns == 0: return GF_ETIMEDOUT at once, never spin or sleep;
+ *     timeout_ns < 0: no deadline;
+ *   - spin: if spin_ns > 0, rounds of GF__EC_SPIN_BATCH gf_cpu_relax()
+ *     calls, each followed by a try, until spin_ns have passed or the
+ *     deadline is reached (the clock is read once per round; at least one
+ *     round); spin_ns <= 0 parks at once;
+ *   - park: prepare -> try -> wait on ec, so a notify that lands between a
+ *     failed try and the wait moves the epoch past the key and the wait
+ *     returns; loops until the try stops saying GF_EAGAIN (its result is
+ *     returned) or the deadline passes (GF_ETIMEDOUT);
+ *   - an interrupted sleep (GF_EINTR) gets one more try: its result if that
+ *     is not GF_EAGAIN, else GF_EINTR. */
+int gf__ec_block(gf_ec_t *ec, gf__try_fn try_once, void *ctx, int64_t timeout_ns,
+                 int64_t spin_ns);
+
 /* --- queue (src/core/queue.c) -------------------------------------------- */
 
 /* The queue's eventcounts, for white-box tests that wait until a thread is
@@ -86,8 +113,10 @@ int gf__ec_wait_until(gf_ec_t *ec, uint32_t key, int64_t deadline);
 gf_ec_t *gf__queue_not_empty(gf_queue_t *q);
 gf_ec_t *gf__queue_not_full(gf_queue_t *q);
 
-/* Bounded spinning before a blocking queue operation parks. */
-#define GF__QUEUE_SPIN_ITERS 128
+/* Bounded spinning before a blocking queue operation parks: the spin_ns it
+ * passes to gf__ec_block(): about the time of 128 gf_cpu_relax() pauses of
+ * ~30 ns each. */
+#define GF__QUEUE_SPIN_NS 4000
 
 /* --- ring (src/core/ring.c) ----------------------------------------------- */
 
@@ -157,6 +186,34 @@ unsigned char *gf__ring_data(gf_ring_t *ring);
  * on SIGCHLD, within a millisecond or so; a parent that does not reap costs
  * this delay, after which the exit is reported with GF_EXIT_UNKNOWN. */
 #define GF__PROC_REAP_GRACE_NS (250 * INT64_C(1000000))
+
+/* --- fork registries (src/core/registry.c) ------------------------------- */
+
+/* The object that embeds member `member` of type `type` at ptr. */
+#define GF__CONTAINER_OF(ptr, type, member) \
+    ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
+
+/* Links embedded in each registered object; guarded by the registry's lock. */
+typedef struct gf__reg_node {
+    struct gf__reg_node *prev;
+    struct gf__reg_node *next;
+} gf__reg_node_t;
+
+/* A doubly linked list of objects that a module's pthread_atfork handlers
+ * walk.  lock guards head and every member's links.  The handlers take lock
+ * in prepare and release it in parent and child (in the child the thread
+ * that forked holds it), and walk head with it held. */
+typedef struct gf__registry {
+    pthread_mutex_t lock;
+    gf__reg_node_t *head;
+} gf__registry_t;
+
+#define GF__REGISTRY_INIT {PTHREAD_MUTEX_INITIALIZER, NULL}
+
+/* Link node at the head of reg, or unlink it (a node must be linked once
+ * and unlinked at most once); each takes reg->lock. */
+void gf__registry_add(gf__registry_t *reg, gf__reg_node_t *node);
+void gf__registry_remove(gf__registry_t *reg, gf__reg_node_t *node);
 
 /* --- threadpool (src/core/threadpool.c) ---------------------------------- */
 

@@ -513,9 +513,8 @@ struct gf_supervisor {
     int stopping;
     int forked;
 
-    /* Registry links, guarded by gf__sup_registry_lock. */
-    gf_supervisor_t *reg_prev;
-    gf_supervisor_t *reg_next;
+    /* Registry links, guarded by gf__sups.lock. */
+    gf__reg_node_t reg;
 };
 
 /* The supervisor whose thread this is (NULL on other threads): lets
@@ -525,16 +524,16 @@ static _Thread_local gf_supervisor_t *gf__tls_sup;
 
 /* --- registry and fork ---------------------------------------------------------- */
 
-static pthread_mutex_t gf__sup_registry_lock = PTHREAD_MUTEX_INITIALIZER;
-static gf_supervisor_t *gf__sup_registry_head; /* guarded by gf__sup_registry_lock */
+static gf__registry_t gf__sups = GF__REGISTRY_INIT;
 static pthread_once_t gf__sup_atfork_once = PTHREAD_ONCE_INIT;
 static int gf__sup_atfork_status; /* written once inside pthread_once */
 
 static void
 gf__sup_atfork_prepare(void)
 {
-    pthread_mutex_lock(&gf__sup_registry_lock);
-    for (gf_supervisor_t *s = gf__sup_registry_head; s != NULL; s = s->reg_next) {
+    pthread_mutex_lock(&gf__sups.lock);
+    for (gf__reg_node_t *n = gf__sups.head; n != NULL; n = n->next) {
+        gf_supervisor_t *s = GF__CONTAINER_OF(n, gf_supervisor_t, reg);
         pthread_mutex_lock(&s->lock);
     }
 }
@@ -542,10 +541,11 @@ gf__sup_atfork_prepare(void)
 static void
 gf__sup_atfork_parent(void)
 {
-    for (gf_supervisor_t *s = gf__sup_registry_head; s != NULL; s = s->reg_next) {
+    for (gf__reg_node_t *n = gf__sups.head; n != NULL; n = n->next) {
+        gf_supervisor_t *s = GF__CONTAINER_OF(n, gf_supervisor_t, reg);
         pthread_mutex_unlock(&s->lock);
     }
-    pthread_mutex_unlock(&gf__sup_registry_lock);
+    pthread_mutex_unlock(&gf__sups.lock);
 }
 
 static void
@@ -553,7 +553,8 @@ gf__sup_atfork_child(void)
 {
     /* One thread here: the one that forked, holding every lock since
      * prepare.  The supervisor threads do not exist. */
-    for (gf_supervisor_t *s = gf__sup_registry_head; s != NULL; s = s->reg_next) {
+    for (gf__reg_node_t *n = gf__sups.head; n != NULL; n = n->next) {
+        gf_supervisor_t *s = GF__CONTAINER_OF(n, gf_supervisor_t, reg);
         for (size_t i = 0; i < s->n; i++) {
             if (s->watches[i].fd >= 0) {
                 close(s->watches[i].fd);
@@ -571,7 +572,7 @@ gf__sup_atfork_child(void)
         /* A parent thread may have been waiting on it. */
         pthread_cond_init(&s->delivered, NULL);
     }
-    pthread_mutex_unlock(&gf__sup_registry_lock);
+    pthread_mutex_unlock(&gf__sups.lock);
 }
 
 static void
@@ -579,36 +580,6 @@ gf__sup_atfork_register(void)
 {
     gf__sup_atfork_status = pthread_atfork(gf__sup_atfork_prepare, gf__sup_atfork_parent,
                                            gf__sup_atfork_child);
-}
-
-static void
-gf__sup_registry_add(gf_supervisor_t *sup)
-{
-    pthread_mutex_lock(&gf__sup_registry_lock);
-    sup->reg_prev = NULL;
-    sup->reg_next = gf__sup_registry_head;
-    if (gf__sup_registry_head != NULL) {
-        gf__sup_registry_head->reg_prev = sup;
-    }
-    gf__sup_registry_head = sup;
-    pthread_mutex_unlock(&gf__sup_registry_lock);
-}
-
-static void
-gf__sup_registry_remove(gf_supervisor_t *sup)
-{
-    pthread_mutex_lock(&gf__sup_registry_lock);
-    if (sup->reg_prev != NULL) {
-        sup->reg_prev->reg_next = sup->reg_next;
-    }
-    else {
-        gf__sup_registry_head = sup->reg_next;
-    }
-    if (sup->reg_next != NULL) {
-        sup->reg_next->reg_prev = sup->reg_prev;
-    }
-    sup->reg_prev = sup->reg_next = NULL;
-    pthread_mutex_unlock(&gf__sup_registry_lock);
 }
 
 /* --- table (all under sup->lock) -------------------------------------------------- */
@@ -937,7 +908,7 @@ gf_supervisor_new(gf_supervisor_cb cb, void *userdata, gf_supervisor_t **out)
         return rc;
     }
 
-    gf__sup_registry_add(sup);
+    gf__registry_add(&gf__sups, &sup->reg);
     /* Start the thread with every signal blocked, so that no asynchronous
      * signal lands on it before it settles its mask. */
     sigset_t all, saved;
@@ -946,7 +917,7 @@ gf_supervisor_new(gf_supervisor_cb cb, void *userdata, gf_supervisor_t **out)
     rc = pthread_create(&sup->thread, NULL, gf__sup_main, sup);
     pthread_sigmask(SIG_SETMASK, &saved, NULL);
     if (rc != 0) {
-        gf__sup_registry_remove(sup);
+        gf__registry_remove(&gf__sups, &sup->reg);
         gf__sup_release(sup);
         return -rc;
     }
@@ -1130,7 +1101,7 @@ gf_supervisor_free(gf_supervisor_t *sup)
     }
     /* Out of the registry first, so that a fork from now on leaves it
      * alone. */
-    gf__sup_registry_remove(sup);
+    gf__registry_remove(&gf__sups, &sup->reg);
     pthread_mutex_lock(&sup->lock);
     int forked = sup->forked;
     sup->stopping = 1;

@@ -274,54 +274,26 @@ gf_queue_try_pop(gf_queue_t *q, uint64_t *value)
     return 0;
 }
 
-/* The blocking forms share one loop: try, spin a little, then park on the
- * eventcount.  The loop is prepare -> try -> wait, so a notify that lands
- * between our failed try and the wait moves the epoch past key and the wait
- * returns.  The first try is made by the caller (inline, no indirect call on
- * the fast path). */
-typedef int (*queue_try_fn)(gf_queue_t *q, uint64_t *value);
+/* The blocking forms share gf__ec_block(): spin a little, then park on the
+ * eventcount.  The first try is made here, inline (no indirect call on the
+ * fast path). */
+typedef struct queue_block_ctx {
+    gf_queue_t *q;
+    uint64_t *value;
+} queue_block_ctx_t;
 
 static int
-queue_block(gf_queue_t *q, gf_ec_t *ec, queue_try_fn attempt, uint64_t *value,
-            int64_t timeout_ns)
+try_push_ctx(void *ctx)
 {
-    if (timeout_ns == 0) {
-        return GF_ETIMEDOUT;
-    }
-    int64_t deadline = gf__deadline_from_timeout(timeout_ns);
-    int rc;
-    for (int i = 0; i < GF__QUEUE_SPIN_ITERS; i++) {
-        gf_cpu_relax();
-        rc = attempt(q, value);
-        if (rc != GF_EAGAIN) {
-            return rc;
-        }
-    }
-    for (;;) {
-        uint32_t key = gf_ec_prepare(ec);
-        rc = attempt(q, value);
-        if (rc != GF_EAGAIN) {
-            return rc;
-        }
-        int64_t left = gf__remaining_ns(deadline);
-        if (left == 0) {
-            return GF_ETIMEDOUT;
-        }
-        int w = gf_ec_wait(ec, key, left);
-        if (w == GF_EINTR) {
-            /* A wake-up may have raced with the signal; do not waste it. */
-            rc = attempt(q, value);
-            return rc != GF_EAGAIN ? rc : GF_EINTR;
-        }
-        /* 0 or GF_ETIMEDOUT: the top of the loop tries again, then checks
-         * the deadline. */
-    }
+    queue_block_ctx_t *c = ctx;
+    return gf_queue_try_push(c->q, *c->value);
 }
 
 static int
-try_push_value(gf_queue_t *q, uint64_t *value)
+try_pop_ctx(void *ctx)
 {
-    return gf_queue_try_push(q, *value);
+    queue_block_ctx_t *c = ctx;
+    return gf_queue_try_pop(c->q, c->value);
 }
 
 int
@@ -331,7 +303,8 @@ gf_queue_push(gf_queue_t *q, uint64_t value, int64_t timeout_ns)
     if (rc != GF_EAGAIN) {
         return rc;
     }
-    return queue_block(q, &q->not_full, try_push_value, &value, timeout_ns);
+    queue_block_ctx_t c = {q, &value};
+    return gf__ec_block(&q->not_full, try_push_ctx, &c, timeout_ns, GF__QUEUE_SPIN_NS);
 }
 
 int
@@ -341,7 +314,8 @@ gf_queue_pop(gf_queue_t *q, uint64_t *value, int64_t timeout_ns)
     if (rc != GF_EAGAIN) {
         return rc;
     }
-    return queue_block(q, &q->not_empty, gf_queue_try_pop, value, timeout_ns);
+    queue_block_ctx_t c = {q, value};
+    return gf__ec_block(&q->not_empty, try_pop_ctx, &c, timeout_ns, GF__QUEUE_SPIN_NS);
 }
 
 void

@@ -71,8 +71,6 @@
 #define GF__RING_MAGIC 0x21524647u /* "GFR!" read as little-endian bytes */
 #define GF__RING_VERSION 1u
 #define GF__RING_DATA_OFFSET offsetof(gf__ring_shared_t, data)
-/* Relax instructions between re-tries while spinning. */
-#define GF__RING_SPIN_BATCH 32
 
 _Static_assert(ATOMIC_LLONG_LOCK_FREE == 2, "64-bit atomics must be lock-free");
 _Static_assert(ATOMIC_INT_LOCK_FREE == 2, "32-bit atomics must be lock-free");
@@ -270,9 +268,21 @@ gf__ring_data(gf_ring_t *ring)
 
 typedef int (*gf__ring_try_fn)(gf_ring_t *ring, void *arg);
 
-/* try; spin up to spin_ns; then park on ec until try stops saying EAGAIN.
- * The park loop is prepare -> try -> wait, so a notify that lands between a
- * failed try and the wait moves the epoch past key and the wait returns. */
+typedef struct gf__ring_block_ctx {
+    gf_ring_t *r;
+    gf__ring_try_fn try_once;
+    void *arg;
+} gf__ring_block_ctx_t;
+
+static int
+gf__ring_block_try(void *ctx)
+{
+    gf__ring_block_ctx_t *c = ctx;
+    return c->try_once(c->r, c->arg);
+}
+
+/* try; then gf__ec_block(): spin up to spin_ns, park on ec until try stops
+ * saying EAGAIN. */
 static int
 gf__ring_block(gf_ring_t *r, gf_ec_t *ec, gf__ring_try_fn try_once, void *arg,
                int64_t timeout_ns)
@@ -281,42 +291,8 @@ gf__ring_block(gf_ring_t *r, gf_ec_t *ec, gf__ring_try_fn try_once, void *arg,
     if (rc != GF_EAGAIN) {
         return rc;
     }
-    if (timeout_ns == 0) {
-        return GF_ETIMEDOUT;
-    }
-    int64_t deadline = gf__deadline_from_timeout(timeout_ns);
-    if (r->spin_ns > 0) {
-        int64_t now = gf_now_ns();
-        int64_t spin_end = GF__MIN(now + (int64_t)r->spin_ns, deadline);
-        do {
-            for (int i = 0; i < GF__RING_SPIN_BATCH; i++) {
-                gf_cpu_relax();
-            }
-            rc = try_once(r, arg);
-            if (rc != GF_EAGAIN) {
-                return rc;
-            }
-        } while (gf_now_ns() < spin_end);
-    }
-    for (;;) {
-        uint32_t key = gf_ec_prepare(ec);
-        rc = try_once(r, arg);
-        if (rc != GF_EAGAIN) {
-            return rc;
-        }
-        int64_t left = gf__remaining_ns(deadline);
-        if (left == 0) {
-            return GF_ETIMEDOUT;
-        }
-        int w = gf_ec_wait(ec, key, left);
-        if (w == GF_EINTR) {
-            /* A wake-up may have raced with the signal; do not waste it. */
-            rc = try_once(r, arg);
-            return rc != GF_EAGAIN ? rc : GF_EINTR;
-        }
-        /* 0 or GF_ETIMEDOUT: the top of the loop tries again, then checks
-         * the deadline. */
-    }
+    gf__ring_block_ctx_t c = {r, try_once, arg};
+    return gf__ec_block(ec, gf__ring_block_try, &c, timeout_ns, (int64_t)r->spin_ns);
 }
 
 /* --- producer ------------------------------------------------------------------ */

@@ -69,28 +69,26 @@ struct gf_pool {
     pthread_mutex_t join_lock;
     int joined;
 
-    /* Registry links, guarded by gf__registry_lock. */
-    gf_pool_t *reg_prev;
-    gf_pool_t *reg_next;
+    /* Registry links, guarded by gf__pools.lock. */
+    gf__reg_node_t reg;
 };
 
 /* --- registry and fork ---------------------------------------------------- */
 
-static pthread_mutex_t gf__registry_lock = PTHREAD_MUTEX_INITIALIZER;
-static gf_pool_t *gf__registry_head; /* guarded by gf__registry_lock */
+static gf__registry_t gf__pools = GF__REGISTRY_INIT;
 static pthread_once_t gf__atfork_once = PTHREAD_ONCE_INIT;
 static int gf__atfork_status; /* written once inside pthread_once */
 
 static void
 gf__atfork_prepare(void)
 {
-    pthread_mutex_lock(&gf__registry_lock);
+    pthread_mutex_lock(&gf__pools.lock);
 }
 
 static void
 gf__atfork_parent(void)
 {
-    pthread_mutex_unlock(&gf__registry_lock);
+    pthread_mutex_unlock(&gf__pools.lock);
 }
 
 static void
@@ -98,7 +96,8 @@ gf__atfork_child(void)
 {
     /* The child has one thread: the one that called fork() and holds the
      * registry lock since prepare. */
-    for (gf_pool_t *p = gf__registry_head; p != NULL; p = p->reg_next) {
+    for (gf__reg_node_t *n = gf__pools.head; n != NULL; n = n->next) {
+        gf_pool_t *p = GF__CONTAINER_OF(n, gf_pool_t, reg);
         /* Relaxed: no other thread exists to order against; later reads
          * in this process come after these stores in program order. */
         atomic_store_explicit(&p->forked, 1, memory_order_relaxed);
@@ -106,7 +105,7 @@ gf__atfork_child(void)
         pthread_mutex_init(&p->join_lock, NULL);
         p->joined = 1; /* nothing to pthread_join() here */
     }
-    pthread_mutex_unlock(&gf__registry_lock);
+    pthread_mutex_unlock(&gf__pools.lock);
 }
 
 static void
@@ -114,36 +113,6 @@ gf__atfork_register(void)
 {
     gf__atfork_status = pthread_atfork(gf__atfork_prepare, gf__atfork_parent,
                                        gf__atfork_child);
-}
-
-static void
-gf__registry_add(gf_pool_t *pool)
-{
-    pthread_mutex_lock(&gf__registry_lock);
-    pool->reg_prev = NULL;
-    pool->reg_next = gf__registry_head;
-    if (gf__registry_head != NULL) {
-        gf__registry_head->reg_prev = pool;
-    }
-    gf__registry_head = pool;
-    pthread_mutex_unlock(&gf__registry_lock);
-}
-
-static void
-gf__registry_remove(gf_pool_t *pool)
-{
-    pthread_mutex_lock(&gf__registry_lock);
-    if (pool->reg_prev != NULL) {
-        pool->reg_prev->reg_next = pool->reg_next;
-    }
-    else {
-        gf__registry_head = pool->reg_next;
-    }
-    if (pool->reg_next != NULL) {
-        pool->reg_next->reg_prev = pool->reg_prev;
-    }
-    pool->reg_prev = pool->reg_next = NULL;
-    pthread_mutex_unlock(&gf__registry_lock);
 }
 
 /* --- worker threads -------------------------------------------------------- */
@@ -327,7 +296,7 @@ gf_pool_new(const gf_pool_config_t *cfg, gf_pool_t **out)
         pool->workers[i].pool = pool;
         pool->workers[i].index = i;
     }
-    gf__registry_add(pool);
+    gf__registry_add(&gf__pools, &pool->reg);
 
     /* Start the threads with every signal blocked, so that no asynchronous
      * signal can land on a worker before it settles its mask. */
@@ -364,7 +333,7 @@ gf_pool_new(const gf_pool_config_t *cfg, gf_pool_t **out)
         for (uint32_t i = 0; i < pool->started; i++) {
             pthread_join(pool->workers[i].thread, NULL);
         }
-        gf__registry_remove(pool);
+        gf__registry_remove(&gf__pools, &pool->reg);
         gf__pool_release(pool);
         return -err;
     }
@@ -509,7 +478,7 @@ gf_pool_free(gf_pool_t *pool)
             }
         }
     }
-    gf__registry_remove(pool);
+    gf__registry_remove(&gf__pools, &pool->reg);
     gf__pool_release(pool);
 }
 
