@@ -1,4 +1,4 @@
-/* gilfree core: umbrella header.  Pure C11; never includes the CPython headers. */
+/* gilfree core: umbrella header.  Pure C11; never includes the interpreter's C API headers. */
 #ifndef GILFREE_GILFREE_H
 #define GILFREE_GILFREE_H
 
