@@ -236,4 +236,9 @@ int gf__cgroup1_quota_parse(const char *quota_text, const char *period_text);
 /* Number of CPUs in the affinity mask, or 0 if it cannot be read. */
 int gf__affinity_cpus(void);
 
+/* In a thread created with every signal blocked: unblock the synchronous
+ * ones (SIGSEGV, SIGBUS, ...) so faults are delivered, not held.  Async
+ * signals stay blocked so they reach the thread that waits for results. */
+void gf__unblock_sync_signals(void);
+
 #endif /* GILFREE_CORE_INTERNAL_H */

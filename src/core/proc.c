@@ -715,20 +715,6 @@ gf__sup_ready(gf_supervisor_t *sup, uint64_t serial)
     gf__sup_deliver(sup, w, &ex);
 }
 
-/* Signals: like the pool's workers, block the asynchronous ones (they must
- * reach the thread that waits for results), keep the synchronous ones. */
-static void
-gf__sup_signals(void)
-{
-    static const int sync_signals[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS};
-    sigset_t set;
-    sigemptyset(&set);
-    for (size_t i = 0; i < sizeof(sync_signals) / sizeof(sync_signals[0]); i++) {
-        sigaddset(&set, sync_signals[i]);
-    }
-    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
-}
-
 #define GF__SUP_EVENTS 32
 
 static void *
@@ -736,7 +722,7 @@ gf__sup_main(void *arg)
 {
     gf_supervisor_t *sup = arg;
     gf__tls_sup = sup;
-    gf__sup_signals();
+    gf__unblock_sync_signals();
     pthread_setname_np(pthread_self(), "gilfree-sup");
 
     struct epoll_event events[GF__SUP_EVENTS];

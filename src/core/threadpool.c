@@ -119,11 +119,12 @@ gf__atfork_register(void)
 
 static _Thread_local gf_worker_t *gf__tls_worker;
 
-/* Threads start with every signal blocked (inherited from gf_pool_new());
+/* Threads start with every signal blocked (inherited from their creator);
  * unblock the synchronous ones, which the kernel would deliver to this
- * thread anyway and which must not be silently held. */
-static void
-gf__worker_signals(void)
+ * thread anyway and which must not be silently held.  Shared with the
+ * supervisor thread (proc.c). */
+void
+gf__unblock_sync_signals(void)
 {
     static const int sync_signals[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS};
     sigset_t set;
@@ -194,7 +195,7 @@ gf__worker_main(void *arg)
     gf_pool_t *pool = w->pool;
     char name[16];
 
-    gf__worker_signals();
+    gf__unblock_sync_signals();
     gf__worker_name(w, name);
 #if defined(__linux__)
     pthread_setname_np(pthread_self(), name);
