@@ -14,6 +14,7 @@
 #include "gilfree/shm.h"
 #include "gilfree/ring.h"
 #include "gilfree/proc.h"
+#include "gilfree/msg.h"
 #include "gilfree/chunker.h"
 #include "gilfree/threadpool.h"
 

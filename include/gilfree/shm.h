@@ -42,6 +42,15 @@ typedef struct gf_shm {
 /* gf_shm_map() flag: map read-only (PROT_READ).  Writes through the mapping
  * then fault; the region may still change under it if another mapping writes. */
 #define GF_SHM_READONLY 0x1u
+/* gf_shm_map() flag: map copy-on-write (MAP_PRIVATE): writes through this
+ * mapping stay private to it and never reach the region (a worker may
+ * modify an argument array in place without touching the sender's data).
+ * Pages not yet written still show the region's current contents. */
+#define GF_SHM_PRIVATE 0x2u
+/* gf_shm_map() / gf_shm_create_ex() flag: fault every page in at once
+ * (MAP_POPULATE): one system call instead of a trap per page, for a
+ * region that is about to be read or written whole. */
+#define GF_SHM_POPULATE 0x4u
 
 /* Create a zero-filled region of `size` bytes (> 0) and map it read-write.
  * `name` only labels the memfd in /proc/<pid>/fd and /proc/<pid>/maps
@@ -50,12 +59,16 @@ typedef struct gf_shm {
  * negated errno (-EMFILE, ...). */
 int gf_shm_create(size_t size, const char *name, gf_shm_t *out);
 
+/* gf_shm_create() with flags: 0 or GF_SHM_POPULATE. */
+int gf_shm_create_ex(size_t size, const char *name, unsigned flags, gf_shm_t *out);
+
 /* Map a region received as a descriptor (e.g. in a worker).  `size` bytes
  * from the start are mapped; 0 maps the whole file.  The file must carry the
  * shrink seal (any gf_shm_create() region does) and be at least `size`
  * bytes, else GF_EINVAL.  On success *out owns fd and marks it close-on-exec
  * again (a descriptor passed to a child arrives without the flag); on failure
- * the caller still owns fd.  `flags`: 0 or GF_SHM_READONLY. */
+ * the caller still owns fd.  `flags`: GF_SHM_READONLY, GF_SHM_PRIVATE,
+ * GF_SHM_POPULATE, or'ed (READONLY and PRIVATE exclude each other). */
 int gf_shm_map(int fd, size_t size, unsigned flags, gf_shm_t *out);
 
 /* Unmap, keeping the descriptor (to pass on, or map again later).

@@ -13,6 +13,14 @@
  * keeps the size the creator chose, so both sides agree on it.  F_SEAL_SEAL
  * is deliberately not added: the creator may later want F_SEAL_FUTURE_WRITE
  * (hand a finished buffer to a reader that cannot modify it).
+ *
+ * Why GF_SHM_PRIVATE with GF_SHM_POPULATE is two steps: MAP_POPULATE on a
+ * writable MAP_PRIVATE mapping pre-faults every page for writing, which
+ * copies each one at once (the kernel breaks copy-on-write up front).  The
+ * mapping would then be a snapshot that no longer shows the region's later
+ * changes, and would cost a full copy of the memory.  So it is populated
+ * read-only (page tables point at the region's pages) and made writable
+ * afterwards with mprotect(), which leaves those entries copy-on-write.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -43,13 +51,13 @@ gf__shm_reset(gf_shm_t *shm)
 #define GF__SHM_MAX_SIZE ((size_t)GF__MIN((uint64_t)INT64_MAX, (uint64_t)PTRDIFF_MAX))
 
 int
-gf_shm_create(size_t size, const char *name, gf_shm_t *out)
+gf_shm_create_ex(size_t size, const char *name, unsigned flags, gf_shm_t *out)
 {
     if (out == NULL) {
         return GF_EINVAL;
     }
     gf__shm_reset(out);
-    if (size == 0 || size > GF__SHM_MAX_SIZE) {
+    if (size == 0 || size > GF__SHM_MAX_SIZE || (flags & ~GF_SHM_POPULATE) != 0) {
         return GF_EINVAL;
     }
     int fd = memfd_create(name != NULL ? name : GF__SHM_DEFAULT_NAME,
@@ -66,7 +74,8 @@ gf_shm_create(size_t size, const char *name, gf_shm_t *out)
     if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) != 0) {
         goto fail;
     }
-    void *addr = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    int mapflags = MAP_SHARED | ((flags & GF_SHM_POPULATE) ? MAP_POPULATE : 0);
+    void *addr = mmap(NULL, size, PROT_READ | PROT_WRITE, mapflags, fd, 0);
     if (addr == MAP_FAILED) {
         goto fail;
     }
@@ -81,6 +90,30 @@ fail:
     return rc;
 }
 
+/* mmap() for gf_shm_map(): flags already checked. */
+static void *
+gf__shm_mmap(int fd, size_t size, unsigned flags)
+{
+    int prot = PROT_READ | ((flags & GF_SHM_READONLY) ? 0 : PROT_WRITE);
+    int mapflags = (flags & GF_SHM_PRIVATE) ? MAP_PRIVATE : MAP_SHARED;
+    if (flags & GF_SHM_POPULATE) {
+        mapflags |= MAP_POPULATE;
+    }
+    if ((flags & (GF_SHM_PRIVATE | GF_SHM_POPULATE)) != (GF_SHM_PRIVATE | GF_SHM_POPULATE)) {
+        return mmap(NULL, size, prot, mapflags, fd, 0);
+    }
+    /* Private and populated: read-only first, so that populating does not
+     * copy every page (see the top of the file). */
+    void *addr = mmap(NULL, size, PROT_READ, mapflags, fd, 0);
+    if (addr != MAP_FAILED && mprotect(addr, size, prot) != 0) {
+        int err = errno;
+        munmap(addr, size);
+        errno = err;
+        return MAP_FAILED;
+    }
+    return addr;
+}
+
 int
 gf_shm_map(int fd, size_t size, unsigned flags, gf_shm_t *out)
 {
@@ -88,7 +121,13 @@ gf_shm_map(int fd, size_t size, unsigned flags, gf_shm_t *out)
         return GF_EINVAL;
     }
     gf__shm_reset(out);
-    if (fd < 0 || (flags & ~GF_SHM_READONLY) != 0) {
+    const unsigned known = GF_SHM_READONLY | GF_SHM_PRIVATE | GF_SHM_POPULATE;
+    if (fd < 0 || (flags & ~known) != 0) {
+        return GF_EINVAL;
+    }
+    /* Read-only and copy-on-write contradict each other: a private mapping
+     * exists to be written. */
+    if ((flags & GF_SHM_READONLY) && (flags & GF_SHM_PRIVATE)) {
         return GF_EINVAL;
     }
     /* Seals first: F_GET_SEALS fails with EINVAL on anything but a memfd
@@ -122,8 +161,7 @@ gf_shm_map(int fd, size_t size, unsigned flags, gf_shm_t *out)
     if (fdflags < 0 || fcntl(fd, F_SETFD, fdflags | FD_CLOEXEC) != 0) {
         return -errno;
     }
-    int prot = PROT_READ | ((flags & GF_SHM_READONLY) ? 0 : PROT_WRITE);
-    void *addr = mmap(NULL, size, prot, MAP_SHARED, fd, 0);
+    void *addr = gf__shm_mmap(fd, size, flags);
     if (addr == MAP_FAILED) {
         return -errno;
     }
@@ -168,10 +206,11 @@ gf_shm_close_fd(gf_shm_t *shm)
 #else /* !__linux__ */
 
 int
-gf_shm_create(size_t size, const char *name, gf_shm_t *out)
+gf_shm_create_ex(size_t size, const char *name, unsigned flags, gf_shm_t *out)
 {
     (void)size;
     (void)name;
+    (void)flags;
     if (out != NULL) {
         gf__shm_reset(out);
     }
@@ -203,6 +242,12 @@ gf_shm_close_fd(gf_shm_t *shm)
 }
 
 #endif /* __linux__ */
+
+int
+gf_shm_create(size_t size, const char *name, gf_shm_t *out)
+{
+    return gf_shm_create_ex(size, name, 0, out);
+}
 
 int
 gf_shm_close(gf_shm_t *shm)

@@ -16,7 +16,14 @@ See ``python -m gilfree demo`` for what it does on this machine.
 
 from __future__ import annotations
 
-from ._core import AsyncResult, MapIterator, PoolTerminated, RemoteTraceback
+from ._core import (
+    AsyncResult,
+    MapIterator,
+    PoolTerminated,
+    RemoteTraceback,
+    TaskTimeoutError,
+    WorkerDiedError,
+)
 from ._pool import Pool, map, usable_cpus
 
 __version__ = "0.1.0"
@@ -27,6 +34,8 @@ __all__ = [
     "Pool",
     "PoolTerminated",
     "RemoteTraceback",
+    "TaskTimeoutError",
+    "WorkerDiedError",
     "__version__",
     "map",
     "usable_cpus",

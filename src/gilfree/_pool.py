@@ -16,6 +16,7 @@ import weakref
 from typing import Any, Callable, Iterable, List, Optional, TypeVar
 
 from . import _core
+from ._process import process_options
 
 __all__ = ["Pool", "map", "usable_cpus"]
 
@@ -84,8 +85,20 @@ class Pool(_core.Pool):
     [1, 2, 3]
     """
 
-    def __init__(self, workers: Optional[int] = None, backend: str = "threads") -> None:
-        super().__init__(workers, backend)
+    def __init__(
+        self,
+        workers: Optional[int] = None,
+        backend: str = "threads",
+        *,
+        start_method: Optional[str] = None,
+        task_timeout: Optional[float] = None,
+        retries: int = 0,
+    ) -> None:
+        proc = process_options(backend, start_method, task_timeout, retries)
+        if proc is None:
+            super().__init__(workers, backend)
+        else:
+            super().__init__(workers, backend, _process=proc)
         with _live_lock:
             _live_pools.add(self)
 
@@ -140,6 +153,7 @@ def map(  # noqa: A001 - mirrors the builtin on purpose
     chunksize: Optional[int] = None,
     workers: Optional[int] = None,
     backend: str = "threads",
+    **options: Any,
 ) -> List[R]:
     """Return ``[func(x) for x in iterable]`` computed by a one-shot Pool.
 
@@ -149,5 +163,5 @@ def map(  # noqa: A001 - mirrors the builtin on purpose
     >>> gilfree.map(len, ["a", "bb", "ccc"], workers=2)
     [1, 2, 3]
     """
-    with Pool(workers, backend) as pool:
+    with Pool(workers, backend, **options) as pool:
         return pool.map(func, iterable, chunksize)

@@ -29,6 +29,9 @@
     XX(shm_cloexec_and_seals, 10)           \
     XX(shm_validation, 10)                  \
     XX(shm_name_in_maps, 10)                \
+    XX(shm_private, 10)                     \
+    XX(shm_populate, 10)                    \
+    XX(shm_flag_validation, 10)             \
     XX(ring_layout_validation, 10)          \
     XX(ring_single_thread, 10)              \
     XX(ring_model, 60)                      \
@@ -40,6 +43,16 @@
     XX(ring_corruption_cases, 10)           \
     XX(ring_corruption_random, 60)          \
     XX(ring_producer_killed, 60)            \
+    XX(msg_parse_roundtrip, 10)             \
+    XX(msg_parse_rejects, 10)               \
+    XX(msg_fd_validation, 10)               \
+    XX(msg_fd_pass_one, 10)                 \
+    XX(msg_fd_pass_many, 10)                \
+    XX(msg_fd_timeouts, 10)                 \
+    XX(msg_fd_eintr, 20)                    \
+    XX(msg_fd_peer_gone, 10)                \
+    XX(msg_fd_protocol_errors, 10)          \
+    XX(msg_fd_fork, 20)                     \
     XX(proc_exit_describe, 10)              \
     XX(proc_child_exit, 20)                 \
     XX(proc_noreap_and_validation, 20)      \

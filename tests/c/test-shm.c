@@ -234,3 +234,189 @@ TEST_IMPL(shm_name_in_maps)
     fclose(f);
     ASSERT_EQ(found, 0);
 }
+
+/* --- flags: private, populate ---------------------------------------------- */
+
+/* Pages of [addr, addr + size) that are resident (mincore). */
+static size_t
+gft_resident_pages(void *addr, size_t size)
+{
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    size_t n = (size + page - 1) / page;
+    unsigned char *vec = malloc(n);
+    ASSERT_NOT_NULL(vec);
+    ASSERT_EQ(mincore(addr, size, vec), 0);
+    size_t resident = 0;
+    for (size_t i = 0; i < n; i++) {
+        resident += vec[i] & 1;
+    }
+    free(vec);
+    return resident;
+}
+
+/* A field ("Rss", "Anonymous") of the mapping at addr in /proc/self/smaps,
+ * in kB; -1 when smaps cannot be read. */
+static int64_t
+gft_smaps_kb(void *addr, const char *field)
+{
+    FILE *f = fopen("/proc/self/smaps", "r");
+    if (f == NULL) {
+        return -1;
+    }
+    char line[512];
+    int in_ours = 0;
+    int64_t kb = -1;
+    size_t flen = strlen(field);
+    while (kb < 0 && fgets(line, sizeof(line), f) != NULL) {
+        unsigned long start, end;
+        if (sscanf(line, "%lx-%lx ", &start, &end) == 2) { /* a mapping's first line */
+            in_ours = (void *)start == addr;
+        }
+        else if (in_ours && strncmp(line, field, flen) == 0 && line[flen] == ':') {
+            kb = strtoll(line + flen + 1, NULL, 10);
+        }
+    }
+    fclose(f);
+    return kb;
+}
+
+/* Check copy-on-write on private mapping p of region a (3 pages, page i
+ * holding 'a' + i, p not yet written). */
+static void
+gft_check_private(gf_shm_t *a, gf_shm_t *p, size_t page)
+{
+    unsigned char *ra = a->addr;
+    unsigned char *rp = p->addr;
+    ASSERT_EQ(memcmp(ra, rp, 3 * page), 0);
+
+    /* A write through the private mapping stays in it: the region, and so
+     * any other mapping of it, never sees it. */
+    rp[0] = 'P';
+    ASSERT_EQ(ra[0], 'a');
+    int fd = dup(a->fd);
+    gf_shm_t other = GF_SHM_INIT;
+    ASSERT_OK(gf_shm_map(fd, 0, GF_SHM_READONLY, &other));
+    ASSERT_EQ(((unsigned char *)other.addr)[0], 'a');
+    ASSERT_OK(gf_shm_close(&other));
+
+    /* A page not written privately still shows the region, changes made
+     * after the mapping included; a written one keeps its private copy. */
+    ra[page] = 'R';
+    ASSERT_EQ(rp[page], 'R');
+    ASSERT_EQ(rp[2 * page], 'c');
+    ra[1] = 'Z';
+    ASSERT_EQ(rp[1], 'a');
+    ASSERT_EQ(rp[0], 'P');
+}
+
+TEST_IMPL(shm_private)
+{
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    gf_shm_t a = GF_SHM_INIT;
+    ASSERT_OK(gf_shm_create(3 * page, "gft-private", &a));
+    for (size_t i = 0; i < 3; i++) {
+        memset((unsigned char *)a.addr + i * page, 'a' + (int)i, page);
+    }
+
+    gf_shm_t p = GF_SHM_INIT;
+    ASSERT_OK(gf_shm_map(dup(a.fd), 0, GF_SHM_PRIVATE, &p));
+    gft_check_private(&a, &p, page);
+    ASSERT_OK(gf_shm_close(&p));
+
+    /* Populated too: the pages are mapped at once, but shared until
+     * written (populating a writable private mapping naively would copy
+     * every page, and the mapping would stop following the region). */
+    for (size_t i = 0; i < 3; i++) {
+        memset((unsigned char *)a.addr + i * page, 'a' + (int)i, page);
+    }
+    ASSERT_OK(gf_shm_map(dup(a.fd), 0, GF_SHM_PRIVATE | GF_SHM_POPULATE, &p));
+    int64_t rss = gft_smaps_kb(p.addr, "Rss");
+    int64_t anon = gft_smaps_kb(p.addr, "Anonymous");
+    if (rss >= 0 && anon >= 0) {
+        ASSERT_EQ(rss, (int64_t)(3 * page / 1024));
+        ASSERT_EQ(anon, 0);
+    }
+    gft_check_private(&a, &p, page);
+    anon = gft_smaps_kb(p.addr, "Anonymous");
+    if (anon >= 0) {
+        ASSERT_EQ(anon, (int64_t)(page / 1024)); /* the one page written */
+    }
+    ASSERT_OK(gf_shm_close(&p));
+    ASSERT_OK(gf_shm_close(&a));
+}
+
+TEST_IMPL(shm_populate)
+{
+    const size_t size = 64 * (size_t)sysconf(_SC_PAGESIZE);
+    const size_t pages = 64;
+
+    /* A new region has no pages until touched... */
+    gf_shm_t lazy = GF_SHM_INIT;
+    ASSERT_OK(gf_shm_create_ex(size, "gft-lazy", 0, &lazy));
+    ASSERT_EQ(gft_resident_pages(lazy.addr, size), 0);
+    /* ...unless populated. */
+    gf_shm_t eager = GF_SHM_INIT;
+    ASSERT_OK(gf_shm_create_ex(size, "gft-eager", GF_SHM_POPULATE, &eager));
+    ASSERT_EQ(gft_resident_pages(eager.addr, size), pages);
+    for (size_t i = 0; i < size; i++) {
+        ASSERT_EQ(((unsigned char *)eager.addr)[i], 0); /* still zero-filled */
+    }
+
+    /* Mapping with POPULATE faults in the lazy region's pages too, and
+     * the mappings still share them. */
+    gf_shm_t m = GF_SHM_INIT;
+    ASSERT_OK(gf_shm_map(dup(lazy.fd), 0, GF_SHM_READONLY | GF_SHM_POPULATE, &m));
+    ASSERT_EQ(gft_resident_pages(lazy.addr, size), pages);
+    int64_t rss = gft_smaps_kb(m.addr, "Rss");
+    if (rss >= 0) {
+        ASSERT_EQ(rss, (int64_t)(size / 1024));
+    }
+    ((unsigned char *)lazy.addr)[size - 1] = 7;
+    ASSERT_EQ(((unsigned char *)m.addr)[size - 1], 7);
+    ASSERT_OK(gf_shm_close(&m));
+    ASSERT_OK(gf_shm_map(dup(eager.fd), 0, GF_SHM_POPULATE, &m));
+    ((unsigned char *)m.addr)[5] = 9;
+    ASSERT_EQ(((unsigned char *)eager.addr)[5], 9);
+    ASSERT_OK(gf_shm_close(&m));
+
+    ASSERT_OK(gf_shm_close(&eager));
+    ASSERT_OK(gf_shm_close(&lazy));
+}
+
+TEST_IMPL(shm_flag_validation)
+{
+    gf_shm_t s = GF_SHM_INIT;
+    /* create: only POPULATE */
+    ASSERT_ERR(gf_shm_create_ex(4096, NULL, GF_SHM_READONLY, &s), GF_EINVAL);
+    ASSERT_ERR(gf_shm_create_ex(4096, NULL, GF_SHM_PRIVATE, &s), GF_EINVAL);
+    ASSERT_ERR(gf_shm_create_ex(4096, NULL, 0x80, &s), GF_EINVAL);
+    ASSERT_ERR(gf_shm_create_ex(4096, NULL, GF_SHM_POPULATE | 0x8, &s), GF_EINVAL);
+    ASSERT_ERR(gf_shm_create_ex(0, NULL, GF_SHM_POPULATE, &s), GF_EINVAL);
+    ASSERT_ERR(gf_shm_create_ex(4096, NULL, 0, NULL), GF_EINVAL);
+    ASSERT_NULL(s.addr);
+    ASSERT_EQ(s.fd, -1);
+
+    /* map: READONLY and PRIVATE exclude each other; unknown bits */
+    gf_shm_t a = GF_SHM_INIT;
+    ASSERT_OK(gf_shm_create_ex(4096, NULL, 0, &a));
+    int fd = dup(a.fd);
+    ASSERT_ERR(gf_shm_map(fd, 0, GF_SHM_READONLY | GF_SHM_PRIVATE, &s), GF_EINVAL);
+    ASSERT_ERR(gf_shm_map(fd, 0, GF_SHM_READONLY | GF_SHM_PRIVATE | GF_SHM_POPULATE, &s),
+               GF_EINVAL);
+    ASSERT_ERR(gf_shm_map(fd, 0, 0x8, &s), GF_EINVAL);
+    ASSERT_ERR(gf_shm_map(fd, 0, GF_SHM_PRIVATE | 0x100, &s), GF_EINVAL);
+    ASSERT(gft_fd_is_open(fd));
+    ASSERT_NULL(s.addr);
+    ASSERT_EQ(s.fd, -1);
+    /* every allowed combination maps */
+    const unsigned ok[] = {0, GF_SHM_READONLY, GF_SHM_PRIVATE, GF_SHM_POPULATE,
+                           GF_SHM_READONLY | GF_SHM_POPULATE,
+                           GF_SHM_PRIVATE | GF_SHM_POPULATE};
+    for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+        int d = dup(a.fd);
+        ASSERT_OK(gf_shm_map(d, 0, ok[i], &s));
+        ASSERT_OK(gf_shm_close(&s));
+    }
+    close(fd);
+    ASSERT_OK(gf_shm_close(&a));
+}

@@ -29,7 +29,7 @@ if str(HERE) not in sys.path:  # --import-mode=importlib does not add it
 
 import gfsupport  # noqa: E402
 
-BACKENDS = ["threads"]
+BACKENDS = ["threads", "processes"]
 
 LEAK_GRACE_S = 2.0
 
@@ -49,12 +49,27 @@ def _describe(items) -> str:
     return ", ".join(f"{k}: {v}" for k, v in sorted(items.items())) or "-"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _mp_services():
+    """Start multiprocessing's forkserver (and its resource tracker) once, up
+    front, the way gilfree does, so that the descriptors and processes they
+    keep for the whole session are in place before the first leak check."""
+    if "processes" in BACKENDS:
+        import multiprocessing
+        from multiprocessing import forkserver
+
+        if "forkserver" in multiprocessing.get_all_start_methods():
+            multiprocessing.get_context("forkserver").set_forkserver_preload(["gilfree._process"])
+            forkserver.ensure_running()
+    yield
+
+
 @pytest.fixture(autouse=True)
-def _leak_check():
+def _leak_check(_mp_services):
     threads_before = gfsupport.native_threads()
     py_threads_before = gfsupport.python_threads()
     fds_before = gfsupport.open_fds()
-    children_before = gfsupport.child_pids()
+    children_before = gfsupport.descendant_pids()
 
     yield
 
@@ -75,7 +90,7 @@ def _leak_check():
         return {fd: target for fd, target in now.items() if fds_before.get(fd) != target}
 
     def new_children():
-        return gfsupport.child_pids() - children_before
+        return gfsupport.descendant_pids() - children_before
 
     problems = []
     # One shared grace period: poll until everything is clean or time is up.

@@ -20,6 +20,7 @@ from pathlib import Path
 # the task (object identity, closures, passing a Pool object into a task) check
 # membership here rather than naming "threads".
 IN_PROCESS_BACKENDS = frozenset({"threads"})
+PROCESS_BACKENDS = frozenset({"processes"})
 
 THREAD_PREFIX = "gilfree-"
 
@@ -101,6 +102,58 @@ def child_pids() -> set[int]:
         if len(fields) > 1 and int(fields[1]) == me:
             pids.add(int(name))
     return pids
+
+
+def _children_of(pid: int) -> set[int]:
+    found: set[int] = set()
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children", encoding="ascii") as f:
+                found.update(int(p) for p in f.read().split())
+        except OSError:
+            continue
+    return found
+
+
+def mp_service_pids() -> set[int]:
+    """multiprocessing's forkserver and resource tracker: helpers shared by the
+    whole test session (started once, on first use), not leaks."""
+    pids: set[int] = set()
+    try:
+        from multiprocessing import forkserver
+
+        pid = getattr(forkserver._forkserver, "_forkserver_pid", None)
+        if pid:
+            pids.add(pid)
+    except Exception:  # pragma: no cover
+        pass
+    try:
+        from multiprocessing import resource_tracker
+
+        pid = getattr(resource_tracker._resource_tracker, "_pid", None)
+        if pid:
+            pids.add(pid)
+    except Exception:  # pragma: no cover
+        pass
+    return pids
+
+
+def descendant_pids() -> set[int]:
+    """Every process below this one (forkserver workers are grandchildren),
+    without multiprocessing's shared service processes themselves."""
+    seen: set[int] = set()
+    todo = list(child_pids())
+    while todo:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        todo.extend(_children_of(pid))
+    return seen - mp_service_pids()
 
 
 def python_threads() -> dict[int, str]:

@@ -266,6 +266,75 @@ gfx_apply_async(PoolObject *pool, PyObject *fn, PyObject *args,
     return (PyObject *)self;
 }
 
+/* A result that another process computes (the process backend): it starts
+ * RUNNING, so no thread here ever claims it, and core is NULL, so no worker
+ * thread tries to run it inline. */
+PyObject *
+gfx_asyncresult_new_remote(gfx_state *st, PyObject *fn, PyObject *callback,
+                           PyObject *error_callback)
+{
+    if (callback == Py_None) {
+        callback = NULL;
+    }
+    if (error_callback == Py_None) {
+        error_callback = NULL;
+    }
+    if ((callback && !PyCallable_Check(callback)) ||
+        (error_callback && !PyCallable_Check(error_callback))) {
+        PyObject *bad = (callback && !PyCallable_Check(callback))
+                            ? callback : error_callback;
+        PyErr_Format(PyExc_TypeError,
+                     "Pool.apply_async(): callbacks must be callable or "
+                     "None, got %R", bad);
+        return NULL;
+    }
+    AsyncResultObject *self =
+        PyObject_GC_New(AsyncResultObject, st->AsyncResult_Type);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->task.base.run = NULL;
+    self->task.kind = GFX_TASK_APPLY;
+    self->core = NULL;
+    self->fork_gen = atomic_load(&gfx_fork_generation);
+    self->fn = Py_NewRef(fn);
+    self->args = NULL;
+    self->kwds = NULL;
+    self->callback = Py_XNewRef(callback);
+    self->error_callback = Py_XNewRef(error_callback);
+    self->value = NULL;
+    atomic_init(&self->state, AR_RUNNING);
+    self->decorated = 1;
+    gf_ec_init(&self->ec);
+    self->weakreflist = NULL;
+    PyObject_GC_Track(self);
+    return (PyObject *)self;
+}
+
+void
+gfx_asyncresult_finish(PyObject *op, PyObject *value, int ok)
+{
+    AsyncResultObject *self = AR_CAST(op);
+    if (value == NULL) {
+        value = gfx_fetch_exception();
+        ok = 0;
+    }
+    PyObject *callback = self->callback, *error_callback = self->error_callback;
+    self->callback = self->error_callback = NULL;
+    self->value = value;
+    PyObject *cb = ok ? callback : error_callback;
+    if (cb != NULL && value != NULL) {
+        PyObject *r = PyObject_CallOneArg(cb, value);
+        if (r == NULL) {
+            PyErr_WriteUnraisable(cb);
+        }
+        Py_XDECREF(r);
+    }
+    Py_XDECREF(callback);
+    Py_XDECREF(error_callback);
+    ar_publish(self, ok ? AR_DONE_OK : AR_DONE_ERR);
+}
+
 /* Wait until done.  A worker of the same pool waiting on a task that is
  * still queued runs it itself, so nested apply() cannot deadlock. */
 static int

@@ -62,7 +62,8 @@ format_worker_traceback(gfx_state *st, PyObject *exc)
 }
 
 static int
-decorate(gfx_state *st, PyObject *exc, PyObject *fn, Py_ssize_t index)
+decorate_with(gfx_state *st, PyObject *exc, PyObject *fn, Py_ssize_t index,
+              PyObject *tb_text, long pid)
 {
     PyObject *name = fn ? gfx_callable_name(fn) : NULL;
     if (name == NULL) {
@@ -72,7 +73,8 @@ decorate(gfx_state *st, PyObject *exc, PyObject *fn, Py_ssize_t index)
             return -1;
         }
     }
-    PyObject *text = format_worker_traceback(st, exc);
+    PyObject *text = tb_text ? Py_NewRef(tb_text)
+                             : format_worker_traceback(st, exc);
     if (text == NULL) {
         /* Never lose the user's exception over a formatting problem. */
         PyErr_Clear();
@@ -83,15 +85,19 @@ decorate(gfx_state *st, PyObject *exc, PyObject *fn, Py_ssize_t index)
         }
     }
     PyObject *where;
+    char worker[64] = "worker";
+    if (pid > 0) {
+        PyOS_snprintf(worker, sizeof worker, "worker process %ld", pid);
+    }
     if (index >= 0) {
         where = PyUnicode_FromFormat(
-            "\n\"\"\"\n%U\"\"\"\n(raised on a gilfree worker by %U on input "
-            "index %zd)", text, name, index);
+            "\n\"\"\"\n%U\"\"\"\n(raised on a gilfree %s by %U on input "
+            "index %zd)", text, worker, name, index);
     }
     else {
         where = PyUnicode_FromFormat(
-            "\n\"\"\"\n%U\"\"\"\n(raised on a gilfree worker by %U)", text,
-            name);
+            "\n\"\"\"\n%U\"\"\"\n(raised on a gilfree %s by %U)", text,
+            worker, name);
     }
     Py_DECREF(text);
     if (where == NULL) {
@@ -111,8 +117,8 @@ decorate(gfx_state *st, PyObject *exc, PyObject *fn, Py_ssize_t index)
         PyObject *note = index >= 0
             ? PyUnicode_FromFormat("gilfree: %U failed on input index %zd",
                                    name, index)
-            : PyUnicode_FromFormat("gilfree: %U failed on a worker thread",
-                                   name);
+            : PyUnicode_FromFormat("gilfree: %U failed on a worker %s",
+                                   name, pid > 0 ? "process" : "thread");
         if (note != NULL) {
             PyObject *r = PyObject_CallMethodOneArg(exc, st->str_add_note,
                                                     note);
@@ -126,6 +132,21 @@ decorate(gfx_state *st, PyObject *exc, PyObject *fn, Py_ssize_t index)
 #endif
     Py_XDECREF(name);
     return 0;
+}
+
+static int
+decorate(gfx_state *st, PyObject *exc, PyObject *fn, Py_ssize_t index)
+{
+    return decorate_with(st, exc, fn, index, NULL, 0);
+}
+
+void
+gfx_decorate_remote(gfx_state *st, PyObject *exc, PyObject *fn,
+                    Py_ssize_t index, PyObject *tb_text, long pid)
+{
+    if (decorate_with(st, exc, fn, index, tb_text, pid) < 0) {
+        PyErr_Clear();
+    }
 }
 
 void

@@ -10,6 +10,10 @@
  *   failure.c      capture an exception on a worker; re-raise it in the
  *                  caller with the worker traceback and the input index.
  *   wait.c         GIL-free waiting on an eventcount that wakes on Ctrl-C.
+ *   procpool.c     the process backend, pool side: channels, dispatch, the
+ *                  collector thread, crash isolation, map over processes.
+ *   codec.c        objects <-> channel messages (pickle 5, shared memory).
+ *   worker.c       the worker loop run in each worker process.
  *   module.c       module state, init, GF_E* -> exception (the one place).
  */
 #ifndef GILFREE_EXT_GFEXT_H
@@ -53,6 +57,18 @@ typedef struct {
     PyObject *k_condition, *k_gf_condition, *k_state, *k_result,
              *k_exception, *k_waiters, *k_done_callbacks;
     PyObject *PENDING, *RUNNING, *FINISHED;
+    /* Process backend (codec.c, procpool.c, worker.c). */
+    PyTypeObject *ShmBuffer_Type;
+    PyTypeObject *ProcMap_Type;
+    PyObject *WorkerDiedError;      /* exception classes */
+    PyObject *TaskTimeoutError;
+    PyObject *PicklingError;        /* pickle.PicklingError */
+    PyObject *pickle_dumps, *pickle_loads;
+    PyObject *cloudpickle_dumps;    /* lazily; NULL until first needed */
+    PyObject *int_protocol;         /* 5 */
+    PyObject *oob_callback;         /* codec.c's buffer callback */
+    PyObject *kw_buffer_callback;   /* ("buffer_callback",) */
+    PyObject *kw_buffers;           /* ("buffers",) */
 } gfx_state;
 
 /* The module definition (module.c), to find our state from any type. */
@@ -123,9 +139,14 @@ typedef struct {
     gfx_worker_slot slots[];
 } gfx_pool_shared;
 
+typedef struct gfx_engine gfx_engine;
+
 typedef struct {
     PyObject_HEAD
-    gf_pool_t *core;             /* NULL until __init__ succeeds */
+    gf_pool_t *core;             /* NULL until __init__ succeeds (threads) */
+    gfx_engine *proc;            /* the process backend, or NULL (also
+                                  * after it was joined) */
+    int backend_proc;            /* 1: backend="processes" */
     gfx_pool_shared *shared;     /* with the worker threads */
     uint32_t nworkers;
     /* enum gfx_pool_state.  Written by the owning threads with the GIL (or
@@ -280,15 +301,116 @@ int gfx_parse_args(const char *fname, PyObject *const *args, Py_ssize_t nargs,
                    PyObject *kwnames, const char *const *names, int nnames,
                    int nrequired, PyObject **out);
 
+/* Parse chunksize: None -> 0 (adaptive), else an int >= 1 (huge values
+ * clamp).  0 or -1 with TypeError/ValueError naming Pool.<method>(). */
+int gfx_parse_chunksize(PyObject *obj, const char *method, int64_t *out);
+
 /* Parse a timeout (None -> -1.0; negative -> treated as 0, like
  * multiprocessing).  Returns 0 or -1 with TypeError. */
 int gfx_parse_timeout(PyObject *obj, double *out);
 
 
 
+/* ---- process backend: codecs (codec.c) ------------------------------------- */
+
+/* An encoded message: prefix + payload, and the descriptors of its
+ * out-of-band buffers (owned: closed by gfx_msg_clear). */
+typedef struct {
+    unsigned char *data;
+    size_t len;
+    uint32_t kind;
+    int *fds;
+    uint32_t nfds;
+} gfx_msg;
+
+#define GFX_ENC_FIXED 0x1  /* try the int/float/None codecs on a list */
+#define GFX_ENC_CLOUD 0x2  /* cloudpickle at once */
+
+/* Encode obj into a message of `kind` with header fields from *head (codec,
+ * count, nbufs and the EXT flag are filled in).  0, or -1 with an exception
+ * (the pickling error, unchanged). */
+int gfx_encode(gfx_state *st, uint32_t kind, gf_msg_head_t *head,
+               PyObject *obj, int flags, size_t max_inline, gfx_msg *m);
+int gfx_encode_raw(uint32_t kind, gf_msg_head_t *head, const void *payload,
+                   size_t len, gfx_msg *m);
+void gfx_msg_clear(gfx_msg *m);
+/* Decode a parsed message's payload; consumes fds[0..nfds). */
+PyObject *gfx_decode(gfx_state *st, const gf_msg_t *msg, int *fds,
+                     uint32_t nfds);
+int gfx_recv_fds(int sock, const gf_msg_t *msg, int *fds);
+int gfx_send_fds(int sock, const int *fds, uint32_t n);
+/* cloudpickle.dumps (borrowed from the state), imported on first use;
+ * NULL with ImportError explaining what to install. */
+PyObject *gfx_cloudpickle_dumps(gfx_state *st);
+extern PyMethodDef gfx_oob_callback_def;
+
+/* A worker's control block: the first GFX_CTL_SIZE bytes of its channel's
+ * shared memory, written by the worker, read by the pool. */
+typedef struct {
+    uint64_t magic;
+    /* The task the worker holds (peeked), 0 between tasks; release store
+     * after cur_index. */
+    _Atomic uint64_t cur_task;
+    _Atomic int64_t cur_index;     /* input index of the item it runs */
+    _Atomic int64_t cur_start_ns;  /* gf_now_ns() at that item's start; 0
+                                    * between items (task_timeout) */
+} gfx_ctl;
+#define GFX_CTL_SIZE 4096u
+#define GFX_CTL_MAGIC 0x67666374726c3031ull
+
+/* ---- process backend: pool side (procpool.c) ------------------------------- */
+
+typedef struct {
+    int start_method_fork;   /* workers are our children (fork/spawn) */
+    double task_timeout;     /* <= 0: none */
+    int retries;
+    PyObject *starter;       /* callable(slot, memfd, poolfd, sockfd,
+                              * pidfd, pid) -> (pid, process) */
+    PyObject *reaper;        /* callable(process, timeout) -> exitcode */
+} gfx_proc_options;
+
+int gfx_proc_init(PoolObject *pool, uint32_t nworkers,
+                  const gfx_proc_options *opt);
+PyObject *gfx_proc_map(PoolObject *pool, PyObject *fn, PyObject *iterable,
+                       PyObject *chunksize, int flags, const char *method);
+PyObject *gfx_proc_apply_async(PoolObject *pool, PyObject *fn, PyObject *args,
+                               PyObject *kwds, PyObject *callback,
+                               PyObject *error_callback);
+PyObject *gfx_proc_submit(PoolObject *pool, PyObject *fn, PyObject *args,
+                          PyObject *kwds);
+int gfx_proc_close(PoolObject *pool);
+int gfx_proc_join(PoolObject *pool);
+int gfx_proc_terminate(PoolObject *pool);
+/* From dealloc: terminate without raising. */
+void gfx_proc_free(PoolObject *pool);
+PyObject *gfx_proc_pids(PoolObject *pool);
+/* MapIterator support for process maps. */
+PyObject *gfx_procmap_next(PyObject *job);
+void gfx_procmap_cancel(PyObject *job);
+const char *gfx_procmap_method(PyObject *job);
+/* Wrap a _ProcMap in the public MapIterator (mapjob.c); steals `job`. */
+PyObject *gfx_mapiter_wrap(PyObject *job);
+
+/* AsyncResult completed by another process (asyncresult.c). */
+PyObject *gfx_asyncresult_new_remote(gfx_state *st, PyObject *fn,
+                                     PyObject *callback,
+                                     PyObject *error_callback);
+/* Settle it (steals `value`): ok = result, else an exception already
+ * decorated.  Runs the callbacks.  With the GIL. */
+void gfx_asyncresult_finish(PyObject *ar, PyObject *value, int ok);
+
+/* Decorate an exception from a worker process: __cause__ = RemoteTraceback
+ * with `tb_text`, a note with the function and the input index. */
+void gfx_decorate_remote(gfx_state *st, PyObject *exc, PyObject *fn,
+                         Py_ssize_t index, PyObject *tb_text, long pid);
+
+PyObject *gfx_worker_main(PyObject *module, PyObject *args);
+
 /* Type specs, one per file; module.c creates the heap types from them. */
 extern PyType_Spec gfx_pool_spec;
 extern PyType_Spec gfx_asyncresult_spec;
 extern PyType_Spec gfx_mapjob_spec;
 extern PyType_Spec gfx_mapiter_spec;
+extern PyType_Spec gfx_shmbuffer_spec;
+extern PyType_Spec gfx_procmap_spec;
 #endif /* GILFREE_EXT_GFEXT_H */

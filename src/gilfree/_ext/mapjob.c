@@ -740,8 +740,8 @@ static PyObject *mapiter_new(MapJobObject *job);
 
 /* ---- creation ----------------------------------------------------------------------- */
 
-static int
-parse_chunksize(PyObject *obj, const char *method, int64_t *out)
+int
+gfx_parse_chunksize(PyObject *obj, const char *method, int64_t *out)
 {
     if (obj == NULL || obj == Py_None) {
         *out = 0;
@@ -840,7 +840,7 @@ gfx_map(PoolObject *pool, PyObject *fn, PyObject *iterable,
         return NULL;
     }
     int64_t chunk;
-    if (parse_chunksize(chunksize_obj, method, &chunk) < 0 ||
+    if (gfx_parse_chunksize(chunksize_obj, method, &chunk) < 0 ||
         gfx_pool_check_usable(pool, method) < 0) {
         return NULL;
     }
@@ -1057,19 +1057,38 @@ PyType_Spec gfx_mapjob_spec = {
 
 typedef struct {
     PyObject_HEAD
-    MapJobObject *job;
+    /* A MapJob (threads) or a _ProcMap (processes, procpool.c). */
+    PyObject *job;
     PyObject *weakreflist;
 } MapIterObject;
+
+static int
+is_thread_job(PyObject *job)
+{
+    gfx_state *st = gfx_state_from_type(Py_TYPE(job));
+    return Py_TYPE(job) == st->MapJob_Type;
+}
+
+static void
+any_job_cancel(PyObject *job)
+{
+    if (is_thread_job(job)) {
+        job_cancel((MapJobObject *)job);
+    }
+    else {
+        gfx_procmap_cancel(job);
+    }
+}
 
 #define ITER_CAST(op) ((MapIterObject *)(op))
 
 static PyObject *
-mapiter_new(MapJobObject *job)
+mapiter_wrap(PyObject *job)
 {
     gfx_state *st = gfx_state_from_type(Py_TYPE(job));
     MapIterObject *it = PyObject_GC_New(MapIterObject, st->MapIter_Type);
     if (it == NULL) {
-        job_cancel(job);
+        any_job_cancel(job);
         Py_DECREF(job);
         return NULL;
     }
@@ -1079,13 +1098,34 @@ mapiter_new(MapJobObject *job)
     return (PyObject *)it;
 }
 
+/* Steals `job` (a _ProcMap). */
+PyObject *
+gfx_mapiter_wrap(PyObject *job)
+{
+    return mapiter_wrap(job);
+}
+
+static PyObject *
+mapiter_new(MapJobObject *job)
+{
+    return mapiter_wrap((PyObject *)job);
+}
+
 static PyObject *
 MapIter_iternext(PyObject *op)
 {
-    MapJobObject *job = ITER_CAST(op)->job;
-    if (job == NULL) {
+    PyObject *any = ITER_CAST(op)->job;
+    if (any == NULL) {
         return NULL;
     }
+    if (!is_thread_job(any)) {
+        PyObject *item;
+        Py_BEGIN_CRITICAL_SECTION(any);
+        item = gfx_procmap_next(any);
+        Py_END_CRITICAL_SECTION();
+        return item;
+    }
+    MapJobObject *job = (MapJobObject *)any;
     PyObject *item;
     /* One consumer at a time: next() from several threads is serialised. */
     Py_BEGIN_CRITICAL_SECTION(job);
@@ -1102,7 +1142,7 @@ static PyObject *
 MapIter_close(PyObject *op, PyObject *Py_UNUSED(ignored))
 {
     if (ITER_CAST(op)->job != NULL) {
-        job_cancel(ITER_CAST(op)->job);
+        any_job_cancel(ITER_CAST(op)->job);
     }
     Py_RETURN_NONE;
 }
@@ -1110,9 +1150,12 @@ MapIter_close(PyObject *op, PyObject *Py_UNUSED(ignored))
 static PyObject *
 MapIter_repr(PyObject *op)
 {
-    MapJobObject *job = ITER_CAST(op)->job;
+    PyObject *job = ITER_CAST(op)->job;
+    const char *method = job == NULL ? "?"
+                         : is_thread_job(job) ? ((MapJobObject *)job)->method
+                                              : gfx_procmap_method(job);
     return PyUnicode_FromFormat("<gilfree.MapIterator of Pool.%s() at %p>",
-                                job ? job->method : "?", op);
+                                method, op);
 }
 
 static int
@@ -1128,7 +1171,7 @@ MapIter_clear(PyObject *op)
 {
     MapIterObject *it = ITER_CAST(op);
     if (it->job != NULL) {
-        job_cancel(it->job);
+        any_job_cancel(it->job);
         Py_CLEAR(it->job);
     }
     return 0;

@@ -9,6 +9,8 @@
 #include <limits.h>
 #include <string.h>
 
+static PyObject *import_attr(const char *module, const char *name);
+
 gfx_state *
 gfx_state_from_type(PyTypeObject *tp)
 {
@@ -59,6 +61,19 @@ gfx_raise(int err, const char *what)
                      "fork(); its threads do not exist here. Create a new "
                      "Pool in the child.", what);
         break;
+    case GF_EPIPE:
+        PyErr_Format(PyExc_BrokenPipeError, "%s: %s", what, msg);
+        break;
+    case GF_EPROTO:
+        PyErr_Format(PyExc_RuntimeError,
+                     "%s: malformed message on a channel (%s)", what, msg);
+        break;
+    case GF_EMSGSIZE:
+        PyErr_Format(PyExc_ValueError, "%s: %s", what, msg);
+        break;
+    case GF_ESRCH:
+        PyErr_Format(PyExc_ProcessLookupError, "%s: %s", what, msg);
+        break;
     case GF_EINTR:
         /* Only reached if a signal handler did not raise: treat as an OS
          * error so nothing is silently lost. */
@@ -78,6 +93,32 @@ gfx_raise(int err, const char *what)
         break;
     }
     return NULL;
+}
+
+PyObject *
+gfx_cloudpickle_dumps(gfx_state *st)
+{
+    if (st->cloudpickle_dumps == NULL) {
+        PyObject *f = import_attr("cloudpickle", "dumps");
+        if (f == NULL) {
+            if (PyErr_ExceptionMatches(PyExc_ImportError)) {
+                PyErr_Clear();
+                PyErr_SetString(PyExc_ImportError,
+                                "gilfree needs cloudpickle to send this object "
+                                "to a worker process: pip install cloudpickle");
+            }
+            return NULL;
+        }
+        /* With the GIL (or, free-threaded, racing threads store equal
+         * values; the loser's reference is dropped). */
+        if (st->cloudpickle_dumps == NULL) {
+            st->cloudpickle_dumps = f;
+        }
+        else {
+            Py_DECREF(f);
+        }
+    }
+    return st->cloudpickle_dumps;
 }
 
 /* ---- argument helpers ------------------------------------------------------ */
@@ -194,7 +235,13 @@ core_strerror(PyObject *module, PyObject *arg)
                                 gf_strerror((int)code));
 }
 
+PyDoc_STRVAR(worker_main_doc,
+"_worker_main(memfd, poolfd, sockfd, pool_pidfd, pool_pid, slot, /)\n--\n\n"
+"Run the process backend's worker loop on the given channel until the\n"
+"pool stops it (internal: gilfree._process starts it in a worker).");
+
 static PyMethodDef module_methods[] = {
+    {"_worker_main", gfx_worker_main, METH_VARARGS, worker_main_doc},
     {"usable_cpus", usable_cpus, METH_NOARGS, usable_cpus_doc},
     {"strerror", core_strerror, METH_O, strerror_doc},
     {NULL, NULL, 0, NULL},
@@ -213,6 +260,17 @@ PyDoc_STRVAR(PoolTerminated_doc,
 "called, to stop it.  A BaseException, so ``except Exception`` does not\n"
 "swallow it.  Callers never see it: the call's result becomes a\n"
 "concurrent.futures.CancelledError chained to it.");
+
+PyDoc_STRVAR(WorkerDiedError_doc,
+"A worker process died (killed by a signal, crashed, or exited) while\n"
+"running a task.  Only the tasks it held fail; the worker is replaced.\n\n"
+"Attributes: pid, exitcode (or None), signal and signal_name (or None),\n"
+"index (the input index it ran, or None for apply/submit).");
+
+PyDoc_STRVAR(TaskTimeoutError_doc,
+"A task ran longer than the pool's task_timeout: its worker process was\n"
+"killed (which stops C code and sleeps too) and replaced.  Same\n"
+"attributes as WorkerDiedError, plus timeout (seconds).");
 
 static PyObject *
 import_attr(const char *module, const char *name)
@@ -279,6 +337,40 @@ core_exec(PyObject *module)
                               st->PoolTerminated) < 0) {
         return -1;
     }
+    /* Process backend. */
+    if (add_type(module, &gfx_shmbuffer_spec, &st->ShmBuffer_Type) < 0 ||
+        add_type(module, &gfx_procmap_spec, &st->ProcMap_Type) < 0) {
+        return -1;
+    }
+    st->WorkerDiedError = PyErr_NewExceptionWithDoc(
+        "gilfree.WorkerDiedError", WorkerDiedError_doc, PyExc_RuntimeError,
+        NULL);
+    if (st->WorkerDiedError == NULL ||
+        PyModule_AddObjectRef(module, "WorkerDiedError",
+                              st->WorkerDiedError) < 0) {
+        return -1;
+    }
+    st->TaskTimeoutError = PyErr_NewExceptionWithDoc(
+        "gilfree.TaskTimeoutError", TaskTimeoutError_doc, st->WorkerDiedError,
+        NULL);
+    if (st->TaskTimeoutError == NULL ||
+        PyModule_AddObjectRef(module, "TaskTimeoutError",
+                              st->TaskTimeoutError) < 0) {
+        return -1;
+    }
+    st->PicklingError = import_attr("pickle", "PicklingError");
+    st->pickle_dumps = import_attr("_pickle", "dumps");
+    st->pickle_loads = import_attr("_pickle", "loads");
+    st->int_protocol = PyLong_FromLong(5);
+    st->oob_callback = PyCFunction_NewEx(&gfx_oob_callback_def, module, NULL);
+    st->kw_buffer_callback = Py_BuildValue("(s)", "buffer_callback");
+    st->kw_buffers = Py_BuildValue("(s)", "buffers");
+    if (st->PicklingError == NULL || st->pickle_dumps == NULL ||
+        st->pickle_loads == NULL || st->int_protocol == NULL ||
+        st->oob_callback == NULL || st->kw_buffer_callback == NULL ||
+        st->kw_buffers == NULL) {
+        return -1;
+    }
     /* Imported now, not on the first error: a lazy set-up would race
      * between threads on free-threaded builds. */
     st->format_exception = import_attr("traceback", "format_exception");
@@ -325,6 +417,18 @@ core_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->CancelledError);
     Py_VISIT(st->InvalidStateError);
     Py_VISIT(st->format_exception);
+    Py_VISIT(st->ShmBuffer_Type);
+    Py_VISIT(st->ProcMap_Type);
+    Py_VISIT(st->WorkerDiedError);
+    Py_VISIT(st->TaskTimeoutError);
+    Py_VISIT(st->PicklingError);
+    Py_VISIT(st->pickle_dumps);
+    Py_VISIT(st->pickle_loads);
+    Py_VISIT(st->cloudpickle_dumps);
+    Py_VISIT(st->int_protocol);
+    Py_VISIT(st->oob_callback);
+    Py_VISIT(st->kw_buffer_callback);
+    Py_VISIT(st->kw_buffers);
     return gfx_future_traverse(st, visit, arg);
 }
 
@@ -347,6 +451,18 @@ core_clear(PyObject *module)
     Py_CLEAR(st->str_set_exception);
     Py_CLEAR(st->str_cancel);
     Py_CLEAR(st->str_add_note);
+    Py_CLEAR(st->ShmBuffer_Type);
+    Py_CLEAR(st->ProcMap_Type);
+    Py_CLEAR(st->WorkerDiedError);
+    Py_CLEAR(st->TaskTimeoutError);
+    Py_CLEAR(st->PicklingError);
+    Py_CLEAR(st->pickle_dumps);
+    Py_CLEAR(st->pickle_loads);
+    Py_CLEAR(st->cloudpickle_dumps);
+    Py_CLEAR(st->int_protocol);
+    Py_CLEAR(st->oob_callback);
+    Py_CLEAR(st->kw_buffer_callback);
+    Py_CLEAR(st->kw_buffers);
     gfx_future_clear(st);
     return 0;
 }

@@ -254,6 +254,17 @@ gfx_pool_terminated(PoolObject *pool)
 int
 gfx_pool_check_usable(PoolObject *pool, const char *method)
 {
+    if (pool->backend_proc) {
+        if (pool->proc == NULL ||
+            atomic_load_explicit(&pool->state, memory_order_relaxed) !=
+                GFX_POOL_OPEN) {
+            PyErr_Format(PyExc_ValueError,
+                         "Pool.%s(): Pool is closed (close() or terminate() "
+                         "was called); create a new Pool", method);
+            return -1;
+        }
+        return 0;
+    }
     if (pool->core == NULL) {
         PyErr_Format(PyExc_ValueError,
                      "Pool.%s(): the pool was not initialised", method);
@@ -421,6 +432,30 @@ Pool_submit(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
         return NULL;
     }
     gfx_state *st = gfx_state_from_type(Py_TYPE(op));
+    if (self->backend_proc) {
+        PyObject *fargs = PyTuple_New(nargs - 1), *kw = NULL, *fut = NULL;
+        for (Py_ssize_t i = 1; fargs && i < nargs; i++) {
+            PyTuple_SET_ITEM(fargs, i - 1, Py_NewRef(args[i]));
+        }
+        if (fargs != NULL && kwnames != NULL && PyTuple_GET_SIZE(kwnames)) {
+            kw = PyDict_New();
+            for (Py_ssize_t k = 0; kw && k < PyTuple_GET_SIZE(kwnames); k++) {
+                if (PyDict_SetItem(kw, PyTuple_GET_ITEM(kwnames, k),
+                                   args[nargs + k]) < 0) {
+                    Py_CLEAR(kw);
+                }
+            }
+            if (kw == NULL) {
+                Py_CLEAR(fargs);
+            }
+        }
+        if (fargs != NULL) {
+            fut = gfx_proc_submit(self, fn, fargs, kw);
+        }
+        Py_XDECREF(fargs);
+        Py_XDECREF(kw);
+        return fut;
+    }
     PyObject *fargs = PyTuple_New(nargs - 1);
     if (fargs == NULL) {
         return NULL;
@@ -479,11 +514,12 @@ static int
 Pool_init(PyObject *op, PyObject *args, PyObject *kwargs)
 {
     PoolObject *self = POOL_CAST(op);
-    static char *kwlist[] = {"workers", "backend", NULL};
+    static char *kwlist[] = {"workers", "backend", "_process", NULL};
     PyObject *workers = Py_None;
     PyObject *backend = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|OO:Pool", kwlist,
-                                     &workers, &backend)) {
+    PyObject *process = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|OO$O:Pool", kwlist,
+                                     &workers, &backend, &process)) {
         return -1;
     }
     int expected = 0;
@@ -492,12 +528,34 @@ Pool_init(PyObject *op, PyObject *args, PyObject *kwargs)
         return -1;
     }
     orphans_reap();
+    int want_proc = 0;
     if (backend != NULL && backend != Py_None) {
-        if (!PyUnicode_Check(backend) ||
-            PyUnicode_CompareWithASCIIString(backend, "threads") != 0) {
+        if (PyUnicode_Check(backend) &&
+            PyUnicode_CompareWithASCIIString(backend, "processes") == 0) {
+            want_proc = 1;
+        }
+        else if (!PyUnicode_Check(backend) ||
+                 PyUnicode_CompareWithASCIIString(backend, "threads") != 0) {
             PyErr_Format(PyExc_ValueError,
                          "Pool(): unknown backend %R; available backends: "
-                         "'threads'", backend);
+                         "'threads', 'processes'", backend);
+            return -1;
+        }
+    }
+    gfx_proc_options popt;
+    memset(&popt, 0, sizeof popt);
+    if (want_proc) {
+        /* gilfree.Pool checks the options and passes them, with the
+         * callables that start and reap worker processes. */
+        if (process == NULL ||
+            !PyArg_ParseTuple(process, "pdiOO:_process",
+                              &popt.start_method_fork, &popt.task_timeout,
+                              &popt.retries, &popt.starter, &popt.reaper)) {
+            if (!PyErr_Occurred()) {
+                PyErr_SetString(PyExc_TypeError,
+                                "Pool(): use gilfree.Pool for "
+                                "backend='processes'");
+            }
             return -1;
         }
     }
@@ -528,6 +586,22 @@ Pool_init(PyObject *op, PyObject *args, PyObject *kwargs)
                          "Pool(): workers must be >= 1, got %R", workers);
             return -1;
         }
+    }
+    if (want_proc) {
+        self->backend_proc = 1;
+        self->nworkers = (uint32_t)n;
+        if (gfx_proc_init(self, (uint32_t)n, &popt) < 0) {
+            PyObject *exc = gfx_fetch_exception();
+            if (self->proc != NULL) {
+                gfx_proc_free(self);
+            }
+            if (exc != NULL) {
+                gfx_restore_exception(exc);
+            }
+            return -1;
+        }
+        atomic_store(&self->state, GFX_POOL_OPEN);
+        return 0;
     }
     gfx_pool_shared *sh = PyMem_RawCalloc(
         1, sizeof(gfx_pool_shared) + (size_t)n * sizeof(gfx_worker_slot));
@@ -608,6 +682,14 @@ Pool_dealloc(PyObject *op)
     if (self->weakreflist != NULL) {
         PyObject_ClearWeakRefs(op);
     }
+    if (self->proc != NULL) {
+        /* Never joined (gilfree.Pool warned): the workers are killed. */
+        PyObject *exc = gfx_fetch_exception();
+        gfx_proc_free(self);
+        if (exc != NULL) {
+            gfx_restore_exception(exc);
+        }
+    }
     if (self->core != NULL) {
         if (gf_pool_is_forked(self->core) || atomic_load(&self->joined)) {
             gf_pool_free(self->core);
@@ -647,6 +729,9 @@ Pool_close(PyObject *op, PyObject *Py_UNUSED(ignored))
     PoolObject *self = POOL_CAST(op);
     int expected = GFX_POOL_OPEN;
     atomic_compare_exchange_strong(&self->state, &expected, GFX_POOL_CLOSED);
+    if (self->proc != NULL) {
+        gfx_proc_close(self);
+    }
     Py_RETURN_NONE;
 }
 
@@ -665,6 +750,13 @@ Pool_join(PyObject *op, PyObject *Py_UNUSED(ignored))
                         "Pool.join(): Pool is still running; call close() "
                         "or terminate() first");
         return NULL;
+    }
+    if (self->backend_proc) {
+        if (self->proc != NULL && gfx_proc_join(self) < 0) {
+            return NULL;
+        }
+        atomic_store(&self->joined, 1);
+        Py_RETURN_NONE;
     }
     if (pool_close_and_join(self) < 0) {
         return NULL;
@@ -686,6 +778,13 @@ Pool_terminate(PyObject *op, PyObject *Py_UNUSED(ignored))
 {
     PoolObject *self = POOL_CAST(op);
     atomic_store(&self->state, GFX_POOL_TERMINATED);
+    if (self->backend_proc) {
+        if (self->proc != NULL) {
+            gfx_proc_terminate(self);
+        }
+        atomic_store(&self->joined, 1);
+        Py_RETURN_NONE;
+    }
     if (self->core != NULL && !atomic_load(&self->joined) &&
         !gf_pool_is_forked(self->core)) {
         gfx_pool_shared *sh = self->shared;
@@ -714,6 +813,53 @@ Pool_terminate(PyObject *op, PyObject *Py_UNUSED(ignored))
 static const char *const apply_names[] = {"func", "args", "kwds", "callback",
                                           "error_callback"};
 
+/* apply_async on the process backend: the same argument checks as the
+ * thread backend's, then procpool.c. */
+static PyObject *
+proc_apply_async(PoolObject *pool, PyObject *fn, PyObject *args,
+                 PyObject *kwds, PyObject *callback, PyObject *error_callback)
+{
+    if (check_callable(fn, "apply_async", "func") < 0 ||
+        gfx_pool_check_usable(pool, "apply_async") < 0) {
+        return NULL;
+    }
+    PyObject *targs = NULL, *tkwds = NULL;
+    if (args != NULL && args != Py_None) {
+        targs = PyTuple_Check(args) ? Py_NewRef(args) : PySequence_Tuple(args);
+        if (targs == NULL) {
+            if (PyErr_ExceptionMatches(PyExc_TypeError)) {
+                PyErr_Clear();
+                PyErr_Format(PyExc_TypeError,
+                             "Pool.apply_async(): args must be a tuple or "
+                             "iterable, got %R", args);
+            }
+            return NULL;
+        }
+    }
+    if (kwds != NULL && kwds != Py_None) {
+        tkwds = PyDict_New();
+        if (tkwds != NULL && PyDict_Merge(tkwds, kwds, 1) < 0) {
+            Py_CLEAR(tkwds);
+            if (PyErr_ExceptionMatches(PyExc_AttributeError) ||
+                PyErr_ExceptionMatches(PyExc_TypeError)) {
+                PyErr_Clear();
+                PyErr_Format(PyExc_TypeError,
+                             "Pool.apply_async(): kwds must be a mapping, "
+                             "got %R", kwds);
+            }
+        }
+        if (tkwds == NULL) {
+            Py_XDECREF(targs);
+            return NULL;
+        }
+    }
+    PyObject *r = gfx_proc_apply_async(pool, fn, targs, tkwds, callback,
+                                       error_callback);
+    Py_XDECREF(targs);
+    Py_XDECREF(tkwds);
+    return r;
+}
+
 PyDoc_STRVAR(Pool_apply_async_doc,
 "apply_async($self, /, func, args=(), kwds=None, callback=None,\n"
 "            error_callback=None)\n--\n\n"
@@ -732,6 +878,9 @@ Pool_apply_async(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
     if (gfx_parse_args("Pool.apply_async", args, nargs, kwnames, apply_names,
                        5, 1, a) < 0) {
         return NULL;
+    }
+    if (POOL_CAST(op)->backend_proc) {
+        return proc_apply_async(POOL_CAST(op), a[0], a[1], a[2], a[3], a[4]);
     }
     return gfx_apply_async(POOL_CAST(op), a[0], a[1], a[2], a[3], a[4]);
 }
@@ -752,8 +901,9 @@ Pool_apply(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
                        a) < 0) {
         return NULL;
     }
-    PyObject *ar = gfx_apply_async(POOL_CAST(op), a[0], a[1], a[2], NULL,
-                                   NULL);
+    PyObject *ar = POOL_CAST(op)->backend_proc
+        ? proc_apply_async(POOL_CAST(op), a[0], a[1], a[2], NULL, NULL)
+        : gfx_apply_async(POOL_CAST(op), a[0], a[1], a[2], NULL, NULL);
     if (ar == NULL) {
         return NULL;
     }
@@ -779,6 +929,13 @@ static const char *const map_names[] = {"func", "iterable", "chunksize"};
         if (gfx_parse_args("Pool." #NAME, args, nargs, kwnames, map_names, 3, \
                            2, a) < 0) {                                       \
             return NULL;                                                      \
+        }                                                                     \
+        if (POOL_CAST(op)->backend_proc) {                                    \
+            if (gfx_pool_check_usable(POOL_CAST(op), #NAME) < 0) {            \
+                return NULL;                                                  \
+            }                                                                 \
+            return gfx_proc_map(POOL_CAST(op), a[0], a[1], a[2], (FLAGS),     \
+                                #NAME);                                       \
         }                                                                     \
         return gfx_map(POOL_CAST(op), a[0], a[1], a[2], (FLAGS), #NAME);      \
     }
@@ -832,13 +989,34 @@ Pool_get_workers(PyObject *op, void *closure)
 static PyObject *
 Pool_get_backend(PyObject *op, void *closure)
 {
-    return PyUnicode_FromString("threads");
+    return PyUnicode_FromString(POOL_CAST(op)->backend_proc ? "processes"
+                                                            : "threads");
+}
+
+static PyObject *
+Pool_get_pids(PyObject *op, void *closure)
+{
+    if (!POOL_CAST(op)->backend_proc) {
+        return PyList_New(0);
+    }
+    return gfx_proc_pids(POOL_CAST(op));
 }
 
 static PyObject *
 Pool_get_state(PyObject *op, void *closure)
 {
     PoolObject *self = POOL_CAST(op);
+    if (self->backend_proc) {
+        int stt = atomic_load(&self->state);
+        if (stt == GFX_POOL_OPEN) {
+            return PyUnicode_FromString(self->proc ? "running" : "uninitialised");
+        }
+        if (self->proc == NULL || atomic_load(&self->joined)) {
+            return PyUnicode_FromString("joined");
+        }
+        return PyUnicode_FromString(stt == GFX_POOL_CLOSED ? "closed"
+                                                           : "terminated");
+    }
     if (self->core == NULL) {
         return PyUnicode_FromString("uninitialised");
     }
@@ -869,7 +1047,10 @@ Pool_get_alive(PyObject *op, void *closure)
 
 static PyGetSetDef Pool_getset[] = {
     {"workers", Pool_get_workers, NULL, "Number of worker threads.", NULL},
-    {"backend", Pool_get_backend, NULL, "The backend: 'threads'.", NULL},
+    {"backend", Pool_get_backend, NULL,
+     "The backend: 'threads' or 'processes'.", NULL},
+    {"pids", Pool_get_pids, NULL,
+     "Process ids of the live worker processes (processes backend).", NULL},
     {"state", Pool_get_state, NULL,
      "'running', 'closed', 'terminated', 'joined' or 'forked'.", NULL},
     {"_alive_threads", Pool_get_alive, NULL,

@@ -1,0 +1,2431 @@
+/* The process backend, pool side.
+ *
+ *   caller threads                  collector thread            worker i
+ *   --------------                  ----------------            --------
+ *   encode a task (GIL)             drain every result ring     worker.c
+ *   lock; queue; dispatch; unlock   (no GIL): copy the frame,
+ *      dispatch = write FUNC/TASK   pop the slot's FIFO,
+ *      frames into a worker's       hand the task to its owner
+ *      task ring (and the buffers'  lock; dispatch; unlock
+ *      descriptors on its socket)   settle AsyncResults/Futures
+ *   map/imap: wait for chunks,        (GIL, once per batch)
+ *   decode them (GIL)               deaths, timeouts, new workers
+ *
+ * Channels: per worker one memfd with a control block and two rings (tasks
+ * in, results out) and a socket pair for descriptors; one pool-wide memfd
+ * holds the doorbell, an eventcount every worker notifies after a result
+ * (and the supervisor after a death), so one collector thread sleeps on all
+ * workers at once and is woken by a system call only when it sleeps.
+ *
+ * Tasks (gfx_ptask) are C structs.  Who owns one at each moment:
+ *   pending queue -> a slot's FIFO (sent) -> done: the map sink, or the
+ *   collector's settle list (apply/submit), or garbage (owner gone).
+ * The engine lock protects the pending queue, the FIFOs, slot states, the
+ * function table and `outstanding`.  It is never held while waiting for the
+ * GIL, so threads holding the GIL may take it.  Python references in a task
+ * are only touched with the GIL, by whoever owns the task at that moment.
+ *
+ * Workers process their ring in order, so results come back in FIFO order
+ * per worker; when a worker dies, the head of its FIFO is the task it held
+ * (if its control block says so): that one fails (or is retried), the rest
+ * never started and go back to the pending queue. */
+#include "gfext.h"
+
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
+
+#define RING_CAPACITY (2u << 20)    /* per direction per worker */
+#define MAX_FIFO 256                /* tasks queued on one worker */
+#define QUEUED_WORK_NS 4000000      /* ~work queued ahead per worker */
+#define MAP_TARGET_NS 3000000       /* adaptive chunk: ~3 ms of work */
+#define FN_CACHE_MAX 64             /* functions remembered per pool */
+
+enum { PT_MAP = 1, PT_APPLY = 2, PT_SUBMIT = 3 };
+enum {
+    OUT_NONE = 0, OUT_DONE, OUT_DIED, OUT_TIMEDOUT, OUT_CANCELLED,
+    OUT_BROKEN,   /* the pool could not send it (error in err_text) */
+};
+enum { SLOT_EMPTY = 0, SLOT_LIVE, SLOT_DEAD };
+
+typedef struct gfx_fnent {
+    struct gfx_fnent *next;
+    uint64_t id;
+    PyObject *fn;            /* strong; keeps id(fn) unique */
+    gfx_msg def;             /* the encoded FUNC message */
+    int pins;                /* tasks using it (engine lock) */
+    uint64_t last_use;
+} gfx_fnent;
+
+typedef struct gfx_sink gfx_sink;
+
+typedef struct gfx_ptask {
+    struct gfx_ptask *next;
+    uint64_t id;
+    int kind;
+    int outcome;
+    PyObject *owner;         /* AsyncResult / Future (strong), or NULL */
+    gfx_sink *sink;          /* map chunks: where the result goes */
+    PyObject *items;         /* map over an iterator: the chunk's items */
+    int64_t index0;
+    uint32_t count;
+    uint16_t tflags;
+    gfx_fnent *fe;           /* pinned */
+    gfx_msg msg;
+    int attempts;
+    /* Result, filled by the collector. */
+    unsigned char *res;
+    size_t res_len;
+    int *res_fds;
+    uint32_t res_nfds;
+    gf_exit_t exit;
+    int64_t died_index;
+    int64_t compute_ns;
+    pid_t pid;
+} gfx_ptask;
+
+/* Where a map's chunks arrive.  Refcounted without the GIL: the job holds
+ * one reference, every chunk in flight one. */
+struct gfx_sink {
+    _Atomic long refs;
+    pthread_mutex_t lock;
+    gfx_ptask *head, *tail;      /* done chunks, lock */
+    _Atomic int ndone;
+    _Atomic int cancelled;       /* nobody will consume: garbage */
+    gf_ec_t ec;
+};
+
+typedef struct {
+    int state;                   /* SLOT_*, engine lock */
+    uint32_t gen;
+    gf_shm_t mem;
+    gf_ring_t *tx, *rx;
+    gfx_ctl *ctl;
+    int sock;
+    pid_t pid;
+    PyObject *process;           /* GIL */
+    gfx_ptask *head, *tail;      /* sent, in order (engine lock) */
+    uint32_t nfifo;
+    int64_t queued_items;
+    gfx_fnent **sent_fns;        /* functions this worker has */
+    uint32_t nsent_fns, capsent_fns;
+    _Atomic int dead;            /* set by the supervisor callback */
+    gf_exit_t exit;              /* written before `dead` (release) */
+    uint64_t timeout_task;       /* collector: killed for this task */
+    int64_t timeout_index;
+    int watched;
+    int broken;                  /* protocol error: being killed */
+    int hello;                   /* the worker said HELLO (collector) */
+} gfx_pslot;
+
+struct gfx_engine {
+    gfx_state *st;
+    PyInterpreterState *interp;
+    uint32_t n;
+    gfx_pslot *slots;
+    gf_shm_t poolmem;
+    gf_ec_t *doorbell;
+    int pool_pidfd;
+    pid_t pool_pid;
+    gf_supervisor_t *sup;
+    pthread_mutex_t lock;
+    gfx_ptask *pend_head, *pend_tail;
+    int64_t outstanding;         /* tasks not yet settled (lock) */
+    gf_ec_t idle_ec;             /* notified when outstanding drops to 0 */
+    _Atomic int64_t outstanding_atomic;
+    gfx_fnent *fns;
+    uint32_t nfns;
+    uint64_t next_fn_id, use_clock;
+    _Atomic uint64_t next_task_id;
+    _Atomic int64_t avg_item_ns; /* EWMA of compute time per item */
+    pthread_t collector;
+    int collector_started;
+    _Atomic int stop;            /* collector: leave */
+    _Atomic int closing;         /* join(): no worker replacement when idle */
+    gfx_ptask *garbage;          /* collector-local lists */
+    gfx_ptask *settle_head, *settle_tail;
+    uint32_t needs_replace;      /* bitmask would limit us: see replace[] */
+    unsigned char *replace;      /* collector-local: slot needs a worker */
+    int64_t timeout_ns;
+    int retries;
+    int startup_failures;        /* workers in a row that died before
+                                  * their HELLO (collector) */
+    int children;                /* workers are our children (NOREAP) */
+    PyObject *starter, *reaper;
+    char start_error[256];       /* last failure to start a worker */
+};
+
+/* ---- small helpers ----------------------------------------------------------- */
+
+static void
+eng_lock(gfx_engine *e)
+{
+    pthread_mutex_lock(&e->lock);
+}
+
+static void
+eng_unlock(gfx_engine *e)
+{
+    pthread_mutex_unlock(&e->lock);
+}
+
+static void
+sink_decref(gfx_sink *s)
+{
+    if (s != NULL && atomic_fetch_sub(&s->refs, 1) == 1) {
+        pthread_mutex_destroy(&s->lock);
+        PyMem_RawFree(s);
+    }
+}
+
+static void
+fnent_unpin_locked(gfx_fnent *fe)
+{
+    if (fe != NULL) {
+        fe->pins--;
+    }
+}
+
+/* Free a task: with the GIL (Python references), engine lock NOT held. */
+static void
+ptask_free(gfx_engine *e, gfx_ptask *t)
+{
+    if (t == NULL) {
+        return;
+    }
+    if (t->fe != NULL) {
+        eng_lock(e);
+        fnent_unpin_locked(t->fe);
+        eng_unlock(e);
+    }
+    Py_XDECREF(t->owner);
+    Py_XDECREF(t->items);
+    sink_decref(t->sink);
+    gfx_msg_clear(&t->msg);
+    PyMem_RawFree(t->res);
+    for (uint32_t i = 0; i < t->res_nfds; i++) {
+        if (t->res_fds[i] >= 0) {
+            close(t->res_fds[i]);
+        }
+    }
+    PyMem_RawFree(t->res_fds);
+    PyMem_RawFree(t);
+}
+
+static gfx_ptask *
+ptask_new(gfx_engine *e, int kind)
+{
+    gfx_ptask *t = PyMem_RawCalloc(1, sizeof *t);
+    if (t == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    t->id = atomic_fetch_add(&e->next_task_id, 1) + 1;
+    t->kind = kind;
+    t->died_index = -1;
+    return t;
+}
+
+/* ---- the function table ----------------------------------------------------------- */
+
+/* The entry for fn, encoding it on first use, pinned for one task.  With
+ * the GIL; takes the engine lock. */
+static gfx_fnent *
+fn_get(gfx_engine *e, PyObject *fn)
+{
+    eng_lock(e);
+    for (gfx_fnent *fe = e->fns; fe != NULL; fe = fe->next) {
+        if (fe->fn == fn) {
+            fe->pins++;
+            fe->last_use = ++e->use_clock;
+            eng_unlock(e);
+            return fe;
+        }
+    }
+    uint64_t id = ++e->next_fn_id;
+    eng_unlock(e);
+
+    gfx_fnent *fe = PyMem_RawCalloc(1, sizeof *fe);
+    if (fe == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    /* Functions of __main__ cannot be imported by name in a worker that
+     * did not run the main script: send them by value. */
+    int flags = 0;
+    PyObject *mod = PyObject_GetAttrString(fn, "__module__");
+    if (mod == NULL) {
+        PyErr_Clear();
+    }
+    else {
+        if (PyUnicode_Check(mod) &&
+            PyUnicode_CompareWithASCIIString(mod, "__main__") == 0) {
+            flags |= GFX_ENC_CLOUD;
+        }
+        Py_DECREF(mod);
+    }
+    gf_msg_head_t head = {0};
+    head.id = id;
+    if (gfx_encode(e->st, GF_MSG_FUNC, &head, fn, flags,
+                   GF_RING_MAX_PAYLOAD(RING_CAPACITY), &fe->def) < 0) {
+        PyMem_RawFree(fe);
+        PyObject *why = gfx_fetch_exception();
+        PyObject *name = gfx_callable_name(fn);
+        PyErr_Format(e->st->PicklingError,
+                     "cannot send the function %S (a %s) to a worker "
+                     "process: %S", name ? name : Py_None,
+                     Py_TYPE(fn)->tp_name, why ? why : Py_None);
+        Py_XDECREF(name);
+        if (why != NULL) {
+            PyObject *exc = gfx_fetch_exception();
+            PyException_SetCause(exc, why);
+            gfx_restore_exception(exc);
+        }
+        return NULL;
+    }
+    fe->id = id;
+    fe->fn = Py_NewRef(fn);
+    fe->pins = 1;
+
+    PyObject *evicted = NULL;
+    eng_lock(e);
+    fe->last_use = ++e->use_clock;
+    fe->next = e->fns;
+    e->fns = fe;
+    e->nfns++;
+    /* Forget the least recently used unpinned function if over the limit.
+     * Workers keep their copy until a FORGET (sent below, in ring order). */
+    if (e->nfns > FN_CACHE_MAX) {
+        gfx_fnent **victim = NULL;
+        for (gfx_fnent **pp = &e->fns; *pp != NULL; pp = &(*pp)->next) {
+            if ((*pp)->pins == 0 &&
+                (victim == NULL || (*pp)->last_use < (*victim)->last_use)) {
+                victim = pp;
+            }
+        }
+        if (victim != NULL) {
+            gfx_fnent *v = *victim;
+            *victim = v->next;
+            e->nfns--;
+            for (uint32_t i = 0; i < e->n; i++) {
+                gfx_pslot *s = &e->slots[i];
+                for (uint32_t k = 0; k < s->nsent_fns; k++) {
+                    if (s->sent_fns[k] == v) {
+                        s->sent_fns[k] = s->sent_fns[--s->nsent_fns];
+                        if (s->state == SLOT_LIVE) {
+                            gf_msg_head_t h = {0};
+                            h.id = v->id;
+                            h.codec = GF_CODEC_NONE;
+                            unsigned char buf[GF_MSG_HEAD_SIZE];
+                            gf_msg_write_prefix(buf, &h, NULL);
+                            /* Best effort: a full ring only means the
+                             * worker keeps a stale function. */
+                            (void)gf_ring_try_send(s->tx, GF_MSG_FORGET, buf,
+                                                   GF_MSG_HEAD_SIZE);
+                        }
+                        break;
+                    }
+                }
+            }
+            evicted = v->fn;
+            gfx_msg_clear(&v->def);
+            PyMem_RawFree(v);
+        }
+    }
+    eng_unlock(e);
+    Py_XDECREF(evicted);
+    return fe;
+}
+
+/* ---- dispatch (engine lock held, no GIL needed) -------------------------------------- */
+
+static int
+slot_has_fn(gfx_pslot *s, gfx_fnent *fe)
+{
+    for (uint32_t k = 0; k < s->nsent_fns; k++) {
+        if (s->sent_fns[k] == fe) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Write one message into a slot's task ring: reserve, send the
+ * descriptors, copy, commit.  0, GF_EAGAIN (no room now) or an error. */
+static int
+slot_write(gfx_pslot *s, const gfx_msg *m)
+{
+    void *dst;
+    int rc = gf_ring_try_reserve(s->tx, (uint32_t)m->len, &dst);
+    if (rc < 0) {
+        return rc;
+    }
+    if (m->nfds > 0) {
+        rc = gfx_send_fds(s->sock, m->fds, m->nfds);
+        if (rc < 0) {
+            return rc;
+        }
+    }
+    memcpy(dst, m->data, m->len);
+    return gf_ring_commit(s->tx, m->kind, (uint32_t)m->len);
+}
+
+static int
+slot_accepts(gfx_engine *e, gfx_pslot *s)
+{
+    if (s->state != SLOT_LIVE || s->broken ||
+        atomic_load_explicit(&s->dead, memory_order_relaxed)) {
+        return 0;
+    }
+    if (s->nfifo < 2) {
+        return 1;
+    }
+    int64_t avg = atomic_load_explicit(&e->avg_item_ns, memory_order_relaxed);
+    if (avg <= 0) {
+        avg = 1000;
+    }
+    return s->nfifo < MAX_FIFO && s->queued_items * avg < QUEUED_WORK_NS;
+}
+
+static void
+dispatch_locked(gfx_engine *e)
+{
+    while (e->pend_head != NULL) {
+        gfx_ptask *t = e->pend_head;
+        /* The least loaded worker that accepts work. */
+        gfx_pslot *best = NULL;
+        for (uint32_t i = 0; i < e->n; i++) {
+            gfx_pslot *s = &e->slots[i];
+            if (slot_accepts(e, s) &&
+                (best == NULL || s->queued_items < best->queued_items)) {
+                best = s;
+            }
+        }
+        if (best == NULL) {
+            return;
+        }
+        int rc = 0;
+        if (!slot_has_fn(best, t->fe)) {
+            if (best->nsent_fns == best->capsent_fns) {
+                uint32_t cap = best->capsent_fns ? 2 * best->capsent_fns : 16;
+                gfx_fnent **a = PyMem_RawRealloc(best->sent_fns,
+                                                 cap * sizeof *a);
+                if (a == NULL) {
+                    return;  /* try again later */
+                }
+                best->sent_fns = a;
+                best->capsent_fns = cap;
+            }
+            rc = slot_write(best, &t->fe->def);
+            if (rc == 0) {
+                best->sent_fns[best->nsent_fns++] = t->fe;
+            }
+        }
+        if (rc == 0) {
+            rc = slot_write(best, &t->msg);
+        }
+        if (rc == GF_EAGAIN) {
+            /* Its ring is full: it will drain.  (Rare: the FIFO limits
+             * keep queued work well below the ring's size.) */
+                return;
+        }
+        if (rc < 0) {
+            /* The worker is going away (closed ring, broken socket): its
+             * death is on its way; the task stays pending. */
+            gf_ring_close(best->tx);
+            best->broken = 1;
+            continue;
+        }
+        e->pend_head = t->next;
+        if (e->pend_head == NULL) {
+            e->pend_tail = NULL;
+        }
+        t->next = NULL;
+        if (best->tail) {
+            best->tail->next = t;
+        }
+        else {
+            best->head = t;
+        }
+        best->tail = t;
+        best->nfifo++;
+        best->queued_items += t->count;
+    }
+}
+
+static void
+pending_push_locked(gfx_engine *e, gfx_ptask *t, int front)
+{
+    if (front) {
+        t->next = e->pend_head;
+        e->pend_head = t;
+        if (e->pend_tail == NULL) {
+            e->pend_tail = t;
+        }
+    }
+    else {
+        t->next = NULL;
+        if (e->pend_tail) {
+            e->pend_tail->next = t;
+        }
+        else {
+            e->pend_head = t;
+        }
+        e->pend_tail = t;
+    }
+}
+
+/* Queue a new task and dispatch what can go.  With or without the GIL. */
+static void
+eng_submit(gfx_engine *e, gfx_ptask *t)
+{
+    eng_lock(e);
+    e->outstanding++;
+    atomic_store(&e->outstanding_atomic, e->outstanding);
+    pending_push_locked(e, t, 0);
+    dispatch_locked(e);
+    eng_unlock(e);
+}
+
+/* ---- settling ---------------------------------------------------------------- */
+
+/* The collector is done with t (outcome set): hand it to its owner.
+ * Engine lock held. */
+static void
+deliver_locked(gfx_engine *e, gfx_ptask *t)
+{
+    e->outstanding--;
+    atomic_store(&e->outstanding_atomic, e->outstanding);
+    if (e->outstanding == 0) {
+        gf_ec_notify_all(&e->idle_ec);
+    }
+    t->next = NULL;
+    if (t->kind == PT_MAP) {
+        gfx_sink *s = t->sink;
+        if (atomic_load(&s->cancelled)) {
+            t->next = e->garbage;
+            e->garbage = t;
+            return;
+        }
+        pthread_mutex_lock(&s->lock);
+        if (s->tail) {
+            s->tail->next = t;
+        }
+        else {
+            s->head = t;
+        }
+        s->tail = t;
+        atomic_fetch_add(&s->ndone, 1);
+        pthread_mutex_unlock(&s->lock);
+        gf_ec_notify_all(&s->ec);
+        return;
+    }
+    if (e->settle_tail) {
+        e->settle_tail->next = t;
+    }
+    else {
+        e->settle_head = t;
+    }
+    e->settle_tail = t;
+}
+
+/* A worker has died: settle or requeue what it held.  Engine lock held. */
+static void
+handle_death_locked(gfx_engine *e, gfx_pslot *s)
+{
+    s->state = SLOT_DEAD;
+    if (!s->hello) {
+        e->startup_failures++;
+    }
+    gfx_ptask *t = s->head, *requeue_head = NULL, **rq = &requeue_head;
+    uint64_t held = atomic_load_explicit(&s->ctl->cur_task,
+                                         memory_order_acquire);
+    int64_t held_index = atomic_load_explicit(&s->ctl->cur_index,
+                                              memory_order_relaxed);
+    s->head = s->tail = NULL;
+    s->nfifo = 0;
+    s->queued_items = 0;
+    while (t != NULL) {
+        gfx_ptask *next = t->next;
+        t->next = NULL;
+        int was_held = (t->id == held) || (s->timeout_task == t->id);
+        if (was_held && s->timeout_task == t->id) {
+            t->outcome = OUT_TIMEDOUT;
+            t->died_index = s->timeout_index;
+        }
+        else if (was_held && t->attempts < e->retries) {
+            t->attempts++;
+            was_held = 0;  /* run it again */
+        }
+        else if (was_held) {
+            t->outcome = OUT_DIED;
+            t->died_index = held_index;
+        }
+        if (was_held) {
+            t->exit = s->exit;
+            t->pid = s->pid;
+            deliver_locked(e, t);
+        }
+        else {
+            *rq = t;
+            rq = &t->next;
+        }
+        t = next;
+    }
+    /* Back to the front of the queue, in their order. */
+    if (requeue_head != NULL) {
+        gfx_ptask *last = requeue_head;
+        while (last->next) {
+            last = last->next;
+        }
+        last->next = e->pend_head;
+        e->pend_head = requeue_head;
+        if (e->pend_tail == NULL) {
+            e->pend_tail = last;
+        }
+    }
+    s->timeout_task = 0;
+}
+
+/* ---- the collector thread ---------------------------------------------------- */
+
+/* Consume one frame from slot s.  Engine lock NOT held.  Returns 0, or
+ * -1 on a protocol violation (the worker is then killed). */
+static int
+consume_frame(gfx_engine *e, gfx_pslot *s, gf_ring_frame_t *f)
+{
+    gf_msg_t msg;
+    if (gf_msg_parse(f->kind, f->data, f->len, &msg) < 0) {
+        return -1;
+    }
+    if (msg.kind == GF_MSG_HELLO) {
+        gf_ring_release(s->rx);
+        s->hello = 1;
+        e->startup_failures = 0;
+        return 0;
+    }
+    if (msg.kind != GF_MSG_RESULT) {
+        return -1;
+    }
+    /* Only the collector pops FIFOs, so the head cannot change under us. */
+    eng_lock(e);
+    gfx_ptask *t = s->head;
+    eng_unlock(e);
+    if (t == NULL || t->id != msg.head.id) {
+        return -1;
+    }
+    unsigned char *copy = PyMem_RawMalloc(f->len ? f->len : 1);
+    int *fds = NULL;
+    if (copy == NULL) {
+        return -1;
+    }
+    memcpy(copy, f->data, f->len);
+    if (msg.head.nbufs > 0) {
+        fds = PyMem_RawMalloc(sizeof(int) * msg.head.nbufs);
+        if (fds == NULL || gfx_recv_fds(s->sock, &msg, fds) < 0) {
+            PyMem_RawFree(fds);
+            PyMem_RawFree(copy);
+            return -1;
+        }
+    }
+    gf_ring_release(s->rx);
+
+    /* Learn the cost per item (for chunk sizes and queue depth). */
+    if (t->count > 0) {
+        int64_t per = (int64_t)(msg.head.aux / t->count);
+        int64_t avg = atomic_load_explicit(&e->avg_item_ns,
+                                           memory_order_relaxed);
+        avg = avg <= 0 ? per : (avg * 7 + per) / 8;
+        atomic_store_explicit(&e->avg_item_ns, avg > 0 ? avg : 1,
+                              memory_order_relaxed);
+    }
+    eng_lock(e);
+    s->head = t->next;
+    if (s->head == NULL) {
+        s->tail = NULL;
+    }
+    s->nfifo--;
+    s->queued_items -= t->count;
+    t->res = copy;
+    t->res_len = f->len;
+    t->res_fds = fds;
+    t->res_nfds = msg.head.nbufs;
+    t->pid = s->pid;
+    t->compute_ns = (int64_t)msg.head.aux;
+    t->outcome = OUT_DONE;
+    deliver_locked(e, t);
+    eng_unlock(e);
+    return 0;
+}
+
+/* ---- errors for failed tasks (GIL) --------------------------------------------- */
+
+static PyObject *
+set_attrs(PyObject *exc, gfx_ptask *t, int64_t index, double timeout)
+{
+    const gf_exit_t *x = &t->exit;
+    PyObject *v;
+#define SETA(name, expr)                                           \
+    v = (expr);                                                    \
+    if (v == NULL || PyObject_SetAttrString(exc, name, v) < 0) {   \
+        Py_XDECREF(v);                                             \
+        Py_DECREF(exc);                                            \
+        return NULL;                                               \
+    }                                                              \
+    Py_DECREF(v);
+    SETA("pid", PyLong_FromLong((long)t->pid));
+    SETA("exitcode", x->kind == GF_EXIT_CODE ? PyLong_FromLong(x->code)
+                                             : Py_NewRef(Py_None));
+    SETA("signal", x->kind == GF_EXIT_SIGNAL ? PyLong_FromLong(x->code)
+                                             : Py_NewRef(Py_None));
+    const char *sn = x->kind == GF_EXIT_SIGNAL ? gf_signal_name(x->code)
+                                               : NULL;
+    SETA("signal_name", sn ? PyUnicode_FromString(sn) : Py_NewRef(Py_None));
+    SETA("index", index >= 0 ? PyLong_FromLongLong(index)
+                             : Py_NewRef(Py_None));
+    SETA("timeout", timeout > 0 ? PyFloat_FromDouble(timeout)
+                                : Py_NewRef(Py_None));
+#undef SETA
+    return exc;
+}
+
+/* The exception for a task whose worker died (or was killed for its
+ * timeout) while running input `index` (-1: apply/submit). */
+static PyObject *
+died_error(gfx_engine *e, gfx_ptask *t, PyObject *fn, int64_t index)
+{
+    gfx_state *st = e->st;
+    char how[96];
+    gf_exit_describe(&t->exit, how, sizeof how);
+    PyObject *name = fn ? gfx_callable_name(fn) : NULL;
+    if (name == NULL) {
+        PyErr_Clear();
+        name = PyUnicode_FromString("the function");
+        if (name == NULL) {
+            return NULL;
+        }
+    }
+    PyObject *msg, *cls;
+    double timeout = (double)e->timeout_ns / 1e9;
+    if (t->outcome == OUT_TIMEDOUT) {
+        cls = st->TaskTimeoutError;
+        char secs[32];
+        PyOS_snprintf(secs, sizeof secs, "%g", timeout);
+        msg = index >= 0
+            ? PyUnicode_FromFormat(
+                  "%U ran longer than task_timeout=%s s on input index %lld; "
+                  "its worker process %ld was killed",
+                  name, secs, (long long)index, (long)t->pid)
+            : PyUnicode_FromFormat(
+                  "%U ran longer than task_timeout=%s s; its worker process "
+                  "%ld was killed", name, secs, (long)t->pid);
+    }
+    else {
+        cls = st->WorkerDiedError;
+        timeout = 0;
+        msg = index >= 0
+            ? PyUnicode_FromFormat(
+                  "worker process %ld %s while running %U on input index "
+                  "%lld", (long)t->pid, how, name, (long long)index)
+            : PyUnicode_FromFormat("worker process %ld %s while running %U",
+                                   (long)t->pid, how, name);
+    }
+    Py_DECREF(name);
+    if (msg == NULL) {
+        return NULL;
+    }
+    PyObject *exc = PyObject_CallOneArg(cls, msg);
+    Py_DECREF(msg);
+    if (exc == NULL) {
+        return NULL;
+    }
+    return set_attrs(exc, t, index, timeout);
+}
+
+static PyObject *
+cancelled_error(gfx_state *st, const char *why)
+{
+    return PyObject_CallFunction(st->CancelledError, "s", why);
+}
+
+/* Decode a settled task.  On success returns the results list (new ref)
+ * and sets *errors to NULL or a list of (offset, exc, tb_text); for a
+ * task that did not complete, returns NULL with *failure = the exception
+ * for its item at *fail_index (no Python error set).  -1/NULL with an
+ * exception set on a decoding error. */
+static PyObject *
+ptask_results(gfx_engine *e, gfx_ptask *t, PyObject *fn, PyObject **errors,
+              PyObject **failure, int64_t *fail_index)
+{
+    *errors = NULL;
+    *failure = NULL;
+    *fail_index = -1;
+    gfx_state *st = e->st;
+    if (t->outcome == OUT_DIED || t->outcome == OUT_TIMEDOUT) {
+        int64_t idx = t->died_index;
+        if (idx < t->index0 || idx >= t->index0 + (int64_t)t->count) {
+            idx = t->index0;
+        }
+        *fail_index = idx;
+        *failure = died_error(e, t, fn, t->kind == PT_MAP ? idx : -1);
+        return NULL;
+    }
+    if (t->outcome == OUT_CANCELLED) {
+        *fail_index = t->index0;
+        *failure = cancelled_error(st, "the pool was terminated before this "
+                                       "task finished");
+        return NULL;
+    }
+    if (t->outcome == OUT_BROKEN) {
+        *fail_index = t->index0;
+        *failure = PyObject_CallFunction(
+            PyExc_RuntimeError, "s",
+            e->start_error[0] ? e->start_error
+                              : "gilfree: no worker process could run this "
+                                "task");
+        return NULL;
+    }
+    gf_msg_t msg;
+    if (gf_msg_parse(GF_MSG_RESULT, t->res, t->res_len, &msg) < 0) {
+        PyErr_SetString(PyExc_RuntimeError, "gilfree: malformed result");
+        return NULL;
+    }
+    PyObject *obj = gfx_decode(st, &msg, t->res_fds, t->res_nfds);
+    t->res_nfds = 0;  /* consumed */
+    if (obj == NULL) {
+        return NULL;
+    }
+    unsigned status = msg.head.flags & ~GF_MSG_FLAG_EXT;
+    if (status == GF_RESULT_OK) {
+        if (!PyList_CheckExact(obj)) {
+            Py_DECREF(obj);
+            PyErr_SetString(PyExc_RuntimeError, "gilfree: malformed result");
+            return NULL;
+        }
+        return obj;
+    }
+    if (!PyTuple_Check(obj) || PyTuple_GET_SIZE(obj) != 2 ||
+        !PyList_Check(PyTuple_GET_ITEM(obj, 0)) ||
+        !PyList_Check(PyTuple_GET_ITEM(obj, 1))) {
+        Py_DECREF(obj);
+        PyErr_SetString(PyExc_RuntimeError, "gilfree: malformed error result");
+        return NULL;
+    }
+    PyObject *res = Py_NewRef(PyTuple_GET_ITEM(obj, 0));
+    *errors = Py_NewRef(PyTuple_GET_ITEM(obj, 1));
+    Py_DECREF(obj);
+    return res;
+}
+
+/* Turn one (offset, exc, tb_text) entry into the exception to raise,
+ * decorated with the input index.  New reference, or NULL (error set). */
+static PyObject *
+entry_exception(gfx_engine *e, gfx_ptask *t, PyObject *entry, PyObject *fn,
+                int64_t *index)
+{
+    PyObject *exc, *tb;
+    Py_ssize_t off;
+    if (!PyTuple_Check(entry) ||
+        !PyArg_ParseTuple(entry, "nOO", &off, &exc, &tb) ||
+        !PyExceptionInstance_Check(exc)) {
+        PyErr_Clear();
+        PyErr_SetString(PyExc_RuntimeError, "gilfree: malformed error entry");
+        return NULL;
+    }
+    *index = t->index0 + off;
+    gfx_decorate_remote(e->st, exc, fn, t->kind == PT_MAP ? *index : -1,
+                        PyUnicode_Check(tb) ? tb : NULL, (long)t->pid);
+    return Py_NewRef(exc);
+}
+
+/* Settle an apply/submit task (GIL; collector or terminate). */
+static void
+settle_one(gfx_engine *e, gfx_ptask *t)
+{
+    gfx_state *st = e->st;
+    PyObject *fn = t->fe ? t->fe->fn : NULL;
+    PyObject *errors, *failure, *value = NULL;
+    int64_t fidx;
+    int ok = 0;
+    PyObject *res = ptask_results(e, t, fn, &errors, &failure, &fidx);
+    if (res != NULL) {
+        if (errors != NULL && PyList_GET_SIZE(errors) > 0) {
+            int64_t idx;
+            value = entry_exception(e, t, PyList_GET_ITEM(errors, 0), fn,
+                                    &idx);
+        }
+        else if (PyList_GET_SIZE(res) == 1) {
+            value = Py_NewRef(PyList_GET_ITEM(res, 0));
+            ok = 1;
+        }
+        else {
+            PyErr_SetString(PyExc_RuntimeError, "gilfree: malformed result");
+        }
+        Py_XDECREF(errors);
+        Py_DECREF(res);
+    }
+    else if (failure != NULL) {
+        value = failure;
+    }
+    if (value == NULL) {
+        value = gfx_fetch_exception();
+    }
+    if (t->kind == PT_APPLY) {
+        gfx_asyncresult_finish(t->owner, value, ok);
+    }
+    else {
+        int run = gfx_future_set_running(st, t->owner);
+        int rc = 0;
+        if (run > 0) {
+            rc = ok ? gfx_future_set_result(st, t->owner, value)
+                    : gfx_future_set_exception(st, t->owner, value);
+        }
+        if (run < 0 || rc < 0) {
+            PyErr_WriteUnraisable(t->owner);
+        }
+        Py_XDECREF(value);
+    }
+}
+
+/* ---- workers: start, watch, retire -------------------------------------------- */
+
+static uint64_t
+slot_tag(uint32_t i, uint32_t gen)
+{
+    return ((uint64_t)gen << 32) | i;
+}
+
+/* Supervisor thread: a worker has ended.  No GIL, no engine lock (see
+ * proc.h): close its rings (wakes anyone blocked on them), then publish. */
+static void
+on_exit_cb(void *userdata, uint64_t tag, const gf_exit_t *status)
+{
+    gfx_engine *e = userdata;
+    uint32_t i = (uint32_t)(tag & 0xffffffffu), gen = (uint32_t)(tag >> 32);
+    if (i >= e->n) {
+        return;
+    }
+    gfx_pslot *s = &e->slots[i];
+    /* gen is written before the watch starts and the slot is not reused
+     * until `dead` has been seen, so this read cannot race a reuse. */
+    if (s->gen != gen) {
+        return;
+    }
+    s->exit = *status;
+    gf_ring_close(s->tx);
+    gf_ring_close(s->rx);
+    atomic_store_explicit(&s->dead, 1, memory_order_release);
+    gf_ec_notify_all(e->doorbell);
+}
+
+/* Free a slot's channel (its process is gone or being abandoned).  With
+ * the GIL; the slot is not LIVE. */
+static void
+slot_release(gfx_engine *e, gfx_pslot *s, int reap)
+{
+    (void)e;
+    if (s->process != NULL && reap && e->reaper != NULL) {
+        PyObject *r = PyObject_CallFunction(e->reaper, "Od", s->process, 2.0);
+        if (r == NULL) {
+            PyErr_WriteUnraisable(e->reaper);
+        }
+        Py_XDECREF(r);
+    }
+    Py_CLEAR(s->process);
+    gf_ring_detach(s->tx);
+    gf_ring_detach(s->rx);
+    s->tx = s->rx = NULL;
+    gf_shm_close(&s->mem);
+    s->ctl = NULL;
+    if (s->sock >= 0) {
+        close(s->sock);
+        s->sock = -1;
+    }
+    s->nsent_fns = 0;
+}
+
+/* Start a worker in slot i (GIL held, engine lock not held, slot not
+ * LIVE).  0, or -1 with an exception. */
+static int
+slot_start(gfx_engine *e, uint32_t i)
+{
+    gfx_pslot *s = &e->slots[i];
+    uint32_t fp = (uint32_t)gf_ring_footprint(RING_CAPACITY);
+    size_t half = ((size_t)fp + 4095) & ~(size_t)4095;
+    size_t total = GFX_CTL_SIZE + 2 * half;
+    int sv[2] = {-1, -1};
+    int rc = gf_shm_create(total, "gilfree-channel", &s->mem);
+    if (rc == 0) {
+        char *base = (char *)s->mem.addr + GFX_CTL_SIZE;
+        s->ctl = (gfx_ctl *)s->mem.addr;
+        s->ctl->magic = GFX_CTL_MAGIC;
+        rc = gf_ring_init(base, half, RING_CAPACITY);
+        if (rc == 0) {
+            rc = gf_ring_init(base + half, half, RING_CAPACITY);
+        }
+        if (rc == 0) {
+            rc = gf_ring_attach(base, half, &s->tx);
+        }
+        if (rc == 0) {
+            rc = gf_ring_attach(base + half, half, &s->rx);
+        }
+        if (rc == 0) {
+            rc = gf_socketpair(sv);
+        }
+    }
+    if (rc < 0) {
+        slot_release(e, s, 0);
+        gfx_raise(rc, "starting a worker process");
+        return -1;
+    }
+    s->sock = sv[0];
+    PyObject *r = PyObject_CallFunction(
+        e->starter, "IiiiiL", i, s->mem.fd, e->poolmem.fd, sv[1],
+        e->pool_pidfd, (long long)e->pool_pid);
+    close(sv[1]);
+    /* The worker has its own copies now (or inherited them). */
+    gf_shm_close_fd(&s->mem);
+    long pid = 0;
+    PyObject *proc = NULL;
+    if (r == NULL || !PyArg_ParseTuple(r, "lO", &pid, &proc) || pid <= 0) {
+        if (r != NULL && !PyErr_Occurred()) {
+            PyErr_SetString(PyExc_RuntimeError,
+                            "gilfree: the worker starter returned no pid");
+        }
+        Py_XDECREF(r);
+        slot_release(e, s, 0);
+        return -1;
+    }
+    s->process = Py_NewRef(proc);
+    Py_DECREF(r);
+    s->pid = (pid_t)pid;
+    s->gen++;
+    atomic_store(&s->dead, 0);
+    s->broken = 0;
+    s->hello = 0;
+    s->timeout_task = 0;
+    eng_lock(e);
+    s->state = SLOT_LIVE;
+    eng_unlock(e);
+    Py_BEGIN_ALLOW_THREADS
+    rc = gf_supervisor_watch(e->sup, s->pid, slot_tag(i, s->gen),
+                             e->children ? GF_PROC_NOREAP : 0);
+    Py_END_ALLOW_THREADS
+    if (rc == GF_ESRCH) {
+        /* Gone and reaped before we looked: report it dead. */
+        gf_exit_t x = {0};
+        x.pid = s->pid;
+        on_exit_cb(e, slot_tag(i, s->gen), &x);
+        rc = 0;
+    }
+    s->watched = rc == 0;
+    if (rc < 0) {
+        gfx_raise(rc, "watching a worker process");
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- the collector's GIL work -------------------------------------------------- */
+
+static void
+fail_all_pending_locked(gfx_engine *e, int outcome)
+{
+    while (e->pend_head != NULL) {
+        gfx_ptask *t = e->pend_head;
+        e->pend_head = t->next;
+        t->outcome = outcome;
+        deliver_locked(e, t);
+    }
+    e->pend_tail = NULL;
+}
+
+static void
+collector_gil_batch(gfx_engine *e)
+{
+    /* Settle apply/submit results and free garbage. */
+    eng_lock(e);
+    gfx_ptask *settle = e->settle_head, *garbage = e->garbage;
+    e->settle_head = e->settle_tail = NULL;
+    e->garbage = NULL;
+    eng_unlock(e);
+    while (settle != NULL) {
+        gfx_ptask *next = settle->next;
+        settle_one(e, settle);
+        ptask_free(e, settle);
+        settle = next;
+    }
+    while (garbage != NULL) {
+        gfx_ptask *next = garbage->next;
+        ptask_free(e, garbage);
+        garbage = next;
+    }
+    /* Replace dead workers (not while shutting down an idle pool). */
+    for (uint32_t i = 0; i < e->n; i++) {
+        if (!e->replace[i]) {
+            continue;
+        }
+        gfx_pslot *s = &e->slots[i];
+        if (s->watched) {
+            /* Its callback has run: the watch is gone already. */
+            s->watched = 0;
+        }
+        slot_release(e, s, 1);
+        e->replace[i] = 0;
+        if (atomic_load(&e->stop) ||
+            (atomic_load(&e->closing) &&
+             atomic_load(&e->outstanding_atomic) == 0)) {
+            eng_lock(e);
+            s->state = SLOT_EMPTY;
+            eng_unlock(e);
+            continue;
+        }
+        if (e->startup_failures >= 3) {
+            /* Workers die before they can even say hello (an import that
+             * crashes, a broken environment): restarting would loop. */
+            char how[96];
+            gf_exit_describe(&s->exit, how, sizeof how);
+            PyOS_snprintf(e->start_error, sizeof e->start_error,
+                          "gilfree: worker processes die at start-up (the "
+                          "last one %s); see their output on stderr", how);
+            eng_lock(e);
+            s->state = SLOT_EMPTY;
+            int any = 0;
+            for (uint32_t k = 0; k < e->n; k++) {
+                any |= e->slots[k].state == SLOT_LIVE;
+            }
+            if (!any) {
+                fail_all_pending_locked(e, OUT_BROKEN);
+            }
+            eng_unlock(e);
+            continue;
+        }
+        if (slot_start(e, i) < 0) {
+            PyObject *exc = gfx_fetch_exception();
+            PyObject *txt = exc ? PyObject_Str(exc) : NULL;
+            const char *c = txt ? PyUnicode_AsUTF8(txt) : NULL;
+            PyOS_snprintf(e->start_error, sizeof e->start_error,
+                          "gilfree: could not start a worker process: %s",
+                          c ? c : "unknown error");
+            PyErr_Clear();
+            Py_XDECREF(txt);
+            Py_XDECREF(exc);
+            eng_lock(e);
+            s->state = SLOT_EMPTY;
+            int any = 0;
+            for (uint32_t k = 0; k < e->n; k++) {
+                any |= e->slots[k].state == SLOT_LIVE;
+            }
+            if (!any) {
+                /* No worker at all: fail the queue instead of hanging. */
+                fail_all_pending_locked(e, OUT_BROKEN);
+            }
+            eng_unlock(e);
+        }
+    }
+}
+
+static int
+collector_has_gil_work(gfx_engine *e)
+{
+    if (e->settle_head != NULL || e->garbage != NULL) {
+        return 1;
+    }
+    for (uint32_t i = 0; i < e->n; i++) {
+        if (e->replace[i]) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Kill workers whose current item has run past task_timeout; returns how
+ * long until the next one could. */
+static int64_t
+check_timeouts(gfx_engine *e)
+{
+    int64_t now = gf_now_ns(), next = e->timeout_ns;
+    for (uint32_t i = 0; i < e->n; i++) {
+        gfx_pslot *s = &e->slots[i];
+        if (s->state != SLOT_LIVE || s->timeout_task != 0) {
+            continue;
+        }
+        int64_t start = atomic_load_explicit(&s->ctl->cur_start_ns,
+                                             memory_order_relaxed);
+        if (start == 0) {
+            continue;
+        }
+        int64_t left = start + e->timeout_ns - now;
+        if (left > 0) {
+            next = left < next ? left : next;
+            continue;
+        }
+        s->timeout_task = atomic_load_explicit(&s->ctl->cur_task,
+                                               memory_order_acquire);
+        s->timeout_index = atomic_load_explicit(&s->ctl->cur_index,
+                                                memory_order_relaxed);
+        (void)gf_supervisor_signal(e->sup, slot_tag(i, s->gen), SIGKILL);
+    }
+    return next;
+}
+
+static void *
+collector_main(void *arg)
+{
+    gfx_engine *e = arg;
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL);
+    PyThreadState *ts = PyThreadState_New(e->interp);
+    for (;;) {
+        uint32_t key = gf_ec_prepare(e->doorbell);
+        int busy = 0;
+        for (uint32_t i = 0; i < e->n; i++) {
+            gfx_pslot *s = &e->slots[i];
+            if (s->state != SLOT_LIVE) {
+                continue;
+            }
+            int dead = atomic_load_explicit(&s->dead, memory_order_acquire);
+            gf_ring_frame_t f;
+            int rc;
+            while (!s->broken && (rc = gf_ring_try_peek(s->rx, &f)) == 0) {
+                busy = 1;
+                if (consume_frame(e, s, &f) < 0) {
+                    eng_lock(e);
+                    s->broken = 1;
+                    eng_unlock(e);
+                    (void)gf_supervisor_signal(e->sup, slot_tag(i, s->gen),
+                                               SIGKILL);
+                }
+            }
+            if (dead) {
+                eng_lock(e);
+                handle_death_locked(e, s);
+                eng_unlock(e);
+                e->replace[i] = 1;
+                busy = 1;
+            }
+        }
+        int64_t wait_ns = 50 * 1000000LL;
+        if (e->timeout_ns > 0) {
+            int64_t t = check_timeouts(e);
+            wait_ns = t < wait_ns ? t : wait_ns;
+        }
+        eng_lock(e);
+        dispatch_locked(e);
+        eng_unlock(e);
+        if (collector_has_gil_work(e) && ts != NULL) {
+            PyEval_RestoreThread(ts);
+            collector_gil_batch(e);
+            PyEval_SaveThread();
+            busy = 1;
+        }
+        if (atomic_load(&e->stop)) {
+            break;
+        }
+        if (!busy) {
+            (void)gf_ec_wait(e->doorbell, key, wait_ns);
+        }
+    }
+    if (ts != NULL) {
+        PyEval_RestoreThread(ts);
+        PyThreadState_Clear(ts);
+        PyThreadState_DeleteCurrent();
+    }
+    return NULL;
+}
+
+/* ---- lifecycle -------------------------------------------------------------------- */
+
+int
+gfx_proc_init(PoolObject *pool, uint32_t nworkers, const gfx_proc_options *opt)
+{
+    gfx_state *st = gfx_state_from_type(Py_TYPE(pool));
+    gfx_engine *e = PyMem_RawCalloc(1, sizeof *e);
+    if (e == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    e->st = st;
+    e->interp = PyInterpreterState_Get();
+    e->n = nworkers;
+    e->slots = PyMem_RawCalloc(nworkers, sizeof *e->slots);
+    e->replace = PyMem_RawCalloc(nworkers, 1);
+    e->poolmem = (gf_shm_t)GF_SHM_INIT;
+    e->pool_pidfd = -1;
+    e->pool_pid = getpid();
+    e->timeout_ns = opt->task_timeout > 0 ? (int64_t)(opt->task_timeout * 1e9)
+                                          : 0;
+    e->retries = opt->retries;
+    e->children = opt->start_method_fork;
+    e->starter = Py_NewRef(opt->starter);
+    e->reaper = Py_XNewRef(opt->reaper);
+    gf_ec_init(&e->idle_ec);
+    pthread_mutex_init(&e->lock, NULL);
+    pool->proc = e;
+    if (e->slots == NULL || e->replace == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (uint32_t i = 0; i < nworkers; i++) {
+        e->slots[i].sock = -1;
+        e->slots[i].mem = (gf_shm_t)GF_SHM_INIT;
+    }
+    int rc = gf_shm_create(4096, "gilfree-pool", &e->poolmem);
+    if (rc == 0) {
+        e->doorbell = (gf_ec_t *)e->poolmem.addr;
+        gf_ec_init(e->doorbell);
+        gf_proc_t self = GF_PROC_INIT;
+        rc = gf_proc_open(getpid(), &self);
+        if (rc == 0) {
+            e->pool_pidfd = self.fd;
+        }
+        else if (rc == GF_ENOSYS) {
+            rc = 0;  /* workers fall back to watching the pid */
+        }
+    }
+    if (rc == 0) {
+        rc = gf_supervisor_new(on_exit_cb, e, &e->sup);
+    }
+    if (rc < 0) {
+        gfx_raise(rc, "Pool(backend='processes')");
+        return -1;
+    }
+    for (uint32_t i = 0; i < nworkers; i++) {
+        if (slot_start(e, i) < 0) {
+            return -1;
+        }
+    }
+    rc = pthread_create(&e->collector, NULL, collector_main, e);
+    if (rc != 0) {
+        gfx_raise(-rc, "starting the result collector thread");
+        return -1;
+    }
+    e->collector_started = 1;
+    return 0;
+}
+
+static void
+stop_collector(gfx_engine *e)
+{
+    if (!e->collector_started) {
+        return;
+    }
+    atomic_store(&e->stop, 1);
+    gf_ec_notify_all(e->doorbell);
+    Py_BEGIN_ALLOW_THREADS
+    pthread_join(e->collector, NULL);
+    Py_END_ALLOW_THREADS
+    e->collector_started = 0;
+}
+
+/* Everything after the collector has stopped: cancel what is left, retire
+ * the workers, free the engine.  GIL held. */
+static void
+engine_destroy(PoolObject *pool, int kill_workers)
+{
+    gfx_engine *e = pool->proc;
+    if (e == NULL) {
+        return;
+    }
+    stop_collector(e);
+    eng_lock(e);
+    for (uint32_t i = 0; i < e->n; i++) {
+        gfx_pslot *s = &e->slots[i];
+        if (s->state == SLOT_LIVE) {
+            if (kill_workers) {
+                gf_ring_close(s->tx);
+                gf_ring_close(s->rx);
+            }
+            /* Tasks still on a worker: cancelled. */
+            gfx_ptask *t = s->head;
+            s->head = s->tail = NULL;
+            s->nfifo = 0;
+            while (t != NULL) {
+                gfx_ptask *next = t->next;
+                t->outcome = OUT_CANCELLED;
+                deliver_locked(e, t);
+                t = next;
+            }
+        }
+    }
+    fail_all_pending_locked(e, OUT_CANCELLED);
+    eng_unlock(e);
+    for (uint32_t i = 0; i < e->n; i++) {
+        gfx_pslot *s = &e->slots[i];
+        if (s->state != SLOT_LIVE && s->process == NULL) {
+            continue;
+        }
+        if (kill_workers && s->watched) {
+            (void)gf_supervisor_signal(e->sup, slot_tag(i, s->gen), SIGKILL);
+        }
+        if (s->watched) {
+            Py_BEGIN_ALLOW_THREADS
+            (void)gf_supervisor_unwatch(e->sup, slot_tag(i, s->gen));
+            Py_END_ALLOW_THREADS
+            s->watched = 0;
+        }
+        slot_release(e, s, 1);
+        s->state = SLOT_EMPTY;
+    }
+    /* Settle what was cancelled (GIL held). */
+    collector_gil_batch(e);
+    if (e->sup != NULL) {
+        gf_supervisor_t *sup = e->sup;
+        e->sup = NULL;
+        Py_BEGIN_ALLOW_THREADS
+        gf_supervisor_free(sup);
+        Py_END_ALLOW_THREADS
+    }
+    /* Functions. */
+    while (e->fns != NULL) {
+        gfx_fnent *fe = e->fns;
+        e->fns = fe->next;
+        Py_XDECREF(fe->fn);
+        gfx_msg_clear(&fe->def);
+        PyMem_RawFree(fe);
+    }
+    if (e->pool_pidfd >= 0) {
+        close(e->pool_pidfd);
+    }
+    gf_shm_close(&e->poolmem);
+    Py_XDECREF(e->starter);
+    Py_XDECREF(e->reaper);
+    for (uint32_t i = 0; e->slots && i < e->n; i++) {
+        PyMem_RawFree(e->slots[i].sent_fns);
+    }
+    PyMem_RawFree(e->slots);
+    PyMem_RawFree(e->replace);
+    pthread_mutex_destroy(&e->lock);
+    PyMem_RawFree(e);
+    pool->proc = NULL;
+}
+
+int
+gfx_proc_terminate(PoolObject *pool)
+{
+    gfx_engine *e = pool->proc;
+    if (e == NULL) {
+        return 0;
+    }
+    /* Kill first (SIGKILL through the supervisor's pidfds), so that
+     * nothing more runs, then settle everything as cancelled. */
+    for (uint32_t i = 0; i < e->n; i++) {
+        gfx_pslot *s = &e->slots[i];
+        if (s->state == SLOT_LIVE) {
+            gf_ring_close(s->tx);
+            (void)gf_supervisor_signal(e->sup, slot_tag(i, s->gen), SIGKILL);
+        }
+    }
+    engine_destroy(pool, 1);
+    return 0;
+}
+
+void
+gfx_proc_free(PoolObject *pool)
+{
+    engine_destroy(pool, 1);
+}
+
+int
+gfx_proc_close(PoolObject *pool)
+{
+    gfx_engine *e = pool->proc;
+    if (e != NULL) {
+        atomic_store(&e->closing, 1);
+    }
+    return 0;
+}
+
+static int
+idle_ready(void *arg)
+{
+    gfx_engine *e = arg;
+    return atomic_load(&e->outstanding_atomic) == 0;
+}
+
+int
+gfx_proc_join(PoolObject *pool)
+{
+    gfx_engine *e = pool->proc;
+    if (e == NULL) {
+        return 0;
+    }
+    int rc = gfx_wait(&e->idle_ec, idle_ready, e, -1.0);
+    if (rc < 0) {
+        return -1;
+    }
+    /* Idle: ask every worker to stop, give them a moment, then the
+     * destroy path kills whatever is left. */
+    eng_lock(e);
+    for (uint32_t i = 0; i < e->n; i++) {
+        gfx_pslot *s = &e->slots[i];
+        if (s->state == SLOT_LIVE && !atomic_load(&s->dead)) {
+            gf_msg_head_t h = {0};
+            h.codec = GF_CODEC_NONE;
+            unsigned char buf[GF_MSG_HEAD_SIZE];
+            gf_msg_write_prefix(buf, &h, NULL);
+            (void)gf_ring_try_send(s->tx, GF_MSG_STOP, buf, GF_MSG_HEAD_SIZE);
+        }
+    }
+    eng_unlock(e);
+    int64_t deadline = gf_now_ns() + 2000000000LL;
+    for (uint32_t i = 0; i < e->n; i++) {
+        gfx_pslot *s = &e->slots[i];
+        while (s->state == SLOT_LIVE && !atomic_load(&s->dead) &&
+               gf_now_ns() < deadline) {
+            uint32_t key = gf_ec_prepare(e->doorbell);
+            if (atomic_load(&s->dead)) {
+                break;
+            }
+            Py_BEGIN_ALLOW_THREADS
+            (void)gf_ec_wait(e->doorbell, key, 10000000LL);
+            Py_END_ALLOW_THREADS
+        }
+    }
+    engine_destroy(pool, 1);
+    return 0;
+}
+
+PyObject *
+gfx_proc_pids(PoolObject *pool)
+{
+    gfx_engine *e = pool->proc;
+    PyObject *list = PyList_New(0);
+    if (list == NULL || e == NULL) {
+        return list;
+    }
+    eng_lock(e);
+    for (uint32_t i = 0; i < e->n; i++) {
+        gfx_pslot *s = &e->slots[i];
+        if (s->state == SLOT_LIVE && !atomic_load(&s->dead)) {
+            PyObject *v = PyLong_FromLong((long)s->pid);
+            if (v == NULL || PyList_Append(list, v) < 0) {
+                Py_XDECREF(v);
+                eng_unlock(e);
+                Py_DECREF(list);
+                return NULL;
+            }
+            Py_DECREF(v);
+        }
+    }
+    eng_unlock(e);
+    return list;
+}
+
+/* ---- apply_async / submit --------------------------------------------------------- */
+
+static int
+check_owner_process(gfx_engine *e, const char *method)
+{
+    if (e->pool_pid != getpid()) {
+        PyErr_Format(PyExc_RuntimeError,
+                     "Pool.%s(): this process Pool belongs to the parent "
+                     "process (it was created before fork()); create a new "
+                     "Pool here", method);
+        return -1;
+    }
+    return 0;
+}
+
+/* Encode fn(*args, **kwds) as a task; the caller sets owner and submits. */
+static gfx_ptask *
+make_apply_task(gfx_engine *e, int kind, PyObject *fn, PyObject *args,
+                PyObject *kwds)
+{
+    gfx_ptask *t = ptask_new(e, kind);
+    if (t == NULL) {
+        return NULL;
+    }
+    t->fe = fn_get(e, fn);
+    if (t->fe == NULL) {
+        ptask_free(e, t);
+        return NULL;
+    }
+    PyObject *targs = args ? (PyTuple_Check(args) ? Py_NewRef(args)
+                                                  : PySequence_Tuple(args))
+                           : PyTuple_New(0);
+    PyObject *pair = targs ? PyTuple_Pack(2, targs, kwds ? kwds : Py_None)
+                           : NULL;
+    Py_XDECREF(targs);
+    if (pair == NULL) {
+        ptask_free(e, t);
+        return NULL;
+    }
+    PyObject *one = PyList_New(1);
+    if (one == NULL) {
+        Py_DECREF(pair);
+        ptask_free(e, t);
+        return NULL;
+    }
+    PyList_SET_ITEM(one, 0, pair);
+    gf_msg_head_t head = {0};
+    head.id = t->id;
+    head.aux = t->fe->id;
+    head.index0 = 0;
+    head.flags = GF_TASK_APPLY;
+    t->count = 1;
+    t->tflags = GF_TASK_APPLY;
+    int rc = gfx_encode(e->st, GF_MSG_TASK, &head, one, 0,
+                        GF_RING_MAX_PAYLOAD(RING_CAPACITY) / 2, &t->msg);
+    if (rc < 0) {
+        /* Say which argument does not pickle. */
+        PyObject *why = gfx_fetch_exception();
+        PyObject *name = gfx_callable_name(fn);
+        PyErr_Format(e->st->PicklingError,
+                     "cannot send the arguments of %S to a worker process: "
+                     "%S", name ? name : Py_None, why ? why : Py_None);
+        Py_XDECREF(name);
+        PyObject *exc = gfx_fetch_exception();
+        if (why != NULL) {
+            PyException_SetCause(exc, why);
+        }
+        gfx_restore_exception(exc);
+    }
+    Py_DECREF(one);
+    if (rc < 0) {
+        ptask_free(e, t);
+        return NULL;
+    }
+    return t;
+}
+
+PyObject *
+gfx_proc_apply_async(PoolObject *pool, PyObject *fn, PyObject *args,
+                     PyObject *kwds, PyObject *callback,
+                     PyObject *error_callback)
+{
+    gfx_engine *e = pool->proc;
+    if (check_owner_process(e, "apply_async") < 0) {
+        return NULL;
+    }
+    gfx_ptask *t = make_apply_task(e, PT_APPLY, fn, args, kwds);
+    if (t == NULL) {
+        return NULL;
+    }
+    PyObject *ar = gfx_asyncresult_new_remote(e->st, fn, callback,
+                                              error_callback);
+    if (ar == NULL) {
+        ptask_free(e, t);
+        return NULL;
+    }
+    t->owner = Py_NewRef(ar);
+    eng_submit(e, t);
+    return ar;
+}
+
+PyObject *
+gfx_proc_submit(PoolObject *pool, PyObject *fn, PyObject *args,
+                PyObject *kwds)
+{
+    gfx_engine *e = pool->proc;
+    if (check_owner_process(e, "submit") < 0) {
+        return NULL;
+    }
+    gfx_ptask *t = make_apply_task(e, PT_SUBMIT, fn, args, kwds);
+    if (t == NULL) {
+        return NULL;
+    }
+    PyObject *fut = gfx_future_new(e->st);
+    if (fut == NULL) {
+        ptask_free(e, t);
+        return NULL;
+    }
+    t->owner = Py_NewRef(fut);
+    eng_submit(e, t);
+    return fut;
+}
+
+/* ---- map / starmap / imap / imap_unordered ------------------------------------------ */
+
+typedef struct {
+    PyObject_HEAD
+    PoolObject *pool;           /* strong: keeps the engine alive */
+    gfx_engine *e;
+    PyObject *fn;
+    int flags;                  /* GFX_MAP_* */
+    const char *method;
+    /* input: exactly one of seq / range / iter */
+    PyObject *seq;              /* list or tuple */
+    int is_range;
+    int64_t r_start, r_step;
+    PyObject *iter;
+    int64_t total;              /* -1: unknown */
+    int64_t next_in;            /* next input index to chunk */
+    int exhausted;
+    int64_t fixed;              /* chunksize, 0: adaptive */
+    gf_chunker_t chunker;
+    gfx_sink *sink;
+    int64_t inflight;           /* chunks submitted, not yet consumed */
+    int64_t window;
+    gfx_ptask *ready;           /* received, sorted by index0 */
+    int64_t next_out;           /* ordered: next index to hand out */
+    int stop_feeding;
+    int finished;
+    /* the chunk being handed out */
+    PyObject *cur;              /* list of results */
+    PyObject *cur_err;          /* {index: exception} or NULL */
+    Py_ssize_t cur_pos;
+    int64_t cur_index0;
+    uint32_t cur_count;
+} ProcMapObject;
+
+#define PM(op) ((ProcMapObject *)(op))
+
+static int
+sink_ready(void *arg)
+{
+    return atomic_load(&((gfx_sink *)arg)->ndone) > 0;
+}
+
+/* Encode items [start, start+count) as a task.  `items` is a list of
+ * them, or NULL for a range input.  NULL with an exception naming the
+ * input index of what did not pickle. */
+static gfx_ptask *
+job_encode(ProcMapObject *j, int64_t start, int64_t count, PyObject *items)
+{
+    gfx_engine *e = j->e;
+    gfx_ptask *t = ptask_new(e, PT_MAP);
+    if (t == NULL) {
+        return NULL;
+    }
+    t->fe = fn_get(e, j->fn);
+    if (t->fe == NULL) {
+        ptask_free(e, t);
+        return NULL;
+    }
+    t->index0 = start;
+    t->count = (uint32_t)count;
+    t->tflags = ((j->flags & GFX_MAP_STAR) ? GF_TASK_STAR : 0) |
+                ((j->flags & GFX_MAP_LAZY) ? 0 : GF_TASK_STOP);
+    gf_msg_head_t head = {0};
+    head.id = t->id;
+    head.aux = t->fe->id;
+    head.index0 = start;
+    head.flags = t->tflags;
+    int rc;
+    if (items == NULL) {
+        int64_t payload[2] = {j->r_start + start * j->r_step, j->r_step};
+        head.codec = GF_CODEC_RANGE;
+        head.count = (uint32_t)count;
+        rc = gfx_encode_raw(GF_MSG_TASK, &head, payload, sizeof payload,
+                            &t->msg);
+    }
+    else {
+        rc = gfx_encode(e->st, GF_MSG_TASK, &head, items, GFX_ENC_FIXED,
+                        GF_RING_MAX_PAYLOAD(RING_CAPACITY) / 2, &t->msg);
+        if (rc < 0) {
+            /* Find the item that does not pickle, for the message. */
+            PyObject *why = gfx_fetch_exception();
+            Py_ssize_t n = PyList_GET_SIZE(items), bad = -1;
+            for (Py_ssize_t i = 0; i < n && bad < 0; i++) {
+                PyObject *one = PyList_New(1);
+                if (one == NULL) {
+                    break;
+                }
+                PyList_SET_ITEM(one, 0, Py_NewRef(PyList_GET_ITEM(items, i)));
+                gfx_msg probe;
+                gf_msg_head_t h = {0};
+                if (gfx_encode(e->st, GF_MSG_TASK, &h, one, 0, (size_t)-1,
+                               &probe) < 0) {
+                    bad = i;
+                    Py_XSETREF(why, gfx_fetch_exception());
+                }
+                else {
+                    gfx_msg_clear(&probe);
+                }
+                Py_DECREF(one);
+            }
+            if (bad >= 0) {
+                PyObject *obj = PyList_GET_ITEM(items, bad);
+                PyErr_Format(e->st->PicklingError,
+                             "Pool.%s(): cannot send input index %lld (a %s) "
+                             "to a worker process: %S", j->method,
+                             (long long)(start + bad), Py_TYPE(obj)->tp_name,
+                             why ? why : Py_None);
+            }
+            else {
+                PyErr_Format(e->st->PicklingError,
+                             "Pool.%s(): cannot send inputs %lld..%lld to a "
+                             "worker process: %S", j->method,
+                             (long long)start, (long long)(start + count - 1),
+                             why ? why : Py_None);
+            }
+            PyObject *exc = gfx_fetch_exception();
+            if (why != NULL) {
+                PyException_SetCause(exc, why);
+            }
+            gfx_restore_exception(exc);
+        }
+    }
+    if (rc < 0) {
+        ptask_free(e, t);
+        return NULL;
+    }
+    t->sink = j->sink;
+    atomic_fetch_add(&j->sink->refs, 1);
+    if (j->iter != NULL && items != NULL) {
+        t->items = Py_NewRef(items);  /* to re-send a part after a crash */
+    }
+    return t;
+}
+
+/* The items [start, start+count) of a sequence input, as a list. */
+static PyObject *
+job_slice(ProcMapObject *j, int64_t start, int64_t count)
+{
+    if (PyList_CheckExact(j->seq)) {
+        return PyList_GetSlice(j->seq, (Py_ssize_t)start,
+                               (Py_ssize_t)(start + count));
+    }
+    PyObject *sl = PySequence_GetSlice(j->seq, (Py_ssize_t)start,
+                                       (Py_ssize_t)(start + count));
+    if (sl == NULL) {
+        return NULL;
+    }
+    PyObject *list = PySequence_List(sl);
+    Py_DECREF(sl);
+    return list;
+}
+
+/* Submit chunks until the window is full or the input ends. */
+static int
+job_fill(ProcMapObject *j)
+{
+    while (!j->stop_feeding && !j->exhausted && j->inflight < j->window) {
+        int64_t count = j->fixed;
+        if (count <= 0) {
+            count = gf_chunker_suggest(&j->chunker,
+                                       j->total >= 0 ? j->total - j->next_in
+                                                     : -1);
+        }
+        if (count > (int64_t)GF_MSG_MAX_COUNT / 2) {
+            count = GF_MSG_MAX_COUNT / 2;
+        }
+        if (j->total >= 0 && count > j->total - j->next_in) {
+            count = j->total - j->next_in;
+        }
+        PyObject *items = NULL;
+        if (j->iter != NULL) {
+            items = PyList_New(0);
+            if (items == NULL) {
+                return -1;
+            }
+            while (PyList_GET_SIZE(items) < count) {
+                PyObject *x = PyIter_Next(j->iter);
+                if (x == NULL) {
+                    if (PyErr_Occurred()) {
+                        Py_DECREF(items);
+                        return -1;
+                    }
+                    j->exhausted = 1;
+                    break;
+                }
+                int rc = PyList_Append(items, x);
+                Py_DECREF(x);
+                if (rc < 0) {
+                    Py_DECREF(items);
+                    return -1;
+                }
+            }
+            count = PyList_GET_SIZE(items);
+            if (count == 0) {
+                Py_DECREF(items);
+                return 0;
+            }
+        }
+        else if (!j->is_range) {
+            items = job_slice(j, j->next_in, count);
+            if (items == NULL) {
+                return -1;
+            }
+        }
+        gfx_ptask *t = job_encode(j, j->next_in, count, items);
+        Py_XDECREF(items);
+        if (t == NULL) {
+            return -1;
+        }
+        j->next_in += count;
+        if (j->total >= 0 && j->next_in >= j->total) {
+            j->exhausted = 1;
+        }
+        j->inflight++;
+        eng_submit(j->e, t);
+    }
+    return 0;
+}
+
+/* Re-send the parts of a crashed chunk around the input that crashed
+ * (lazy maps: the others must still be delivered).  t becomes the
+ * one-item failure at died_index. */
+static int
+job_split_crashed(ProcMapObject *j, gfx_ptask *t)
+{
+    int64_t d = t->died_index;
+    int64_t a = t->index0, b = t->index0 + (int64_t)t->count;
+    if (d < a || d >= b) {
+        d = a;
+    }
+    for (int part = 0; part < 2; part++) {
+        int64_t s0 = part == 0 ? a : d + 1, s1 = part == 0 ? d : b;
+        if (s1 <= s0) {
+            continue;
+        }
+        PyObject *items = NULL;
+        if (t->items != NULL) {
+            items = PyList_GetSlice(t->items, (Py_ssize_t)(s0 - a),
+                                    (Py_ssize_t)(s1 - a));
+        }
+        else if (!j->is_range) {
+            items = job_slice(j, s0, s1 - s0);
+        }
+        if (items == NULL && !j->is_range) {
+            return -1;
+        }
+        gfx_ptask *nt = job_encode(j, s0, s1 - s0, items);
+        Py_XDECREF(items);
+        if (nt == NULL) {
+            return -1;
+        }
+        j->inflight++;
+        eng_submit(j->e, nt);
+    }
+    t->index0 = d;
+    t->count = 1;
+    t->died_index = d;
+    return 0;
+}
+
+/* Move chunks from the sink to the ready list.  block: wait (GIL
+ * released, Ctrl-C honoured) until at least one arrives.  0, or -1. */
+static int
+job_receive(ProcMapObject *j, int block)
+{
+    gfx_sink *s = j->sink;
+    if (block && !sink_ready(s)) {
+        int rc = gfx_wait(&s->ec, sink_ready, s, -1.0);
+        if (rc < 0) {
+            return -1;
+        }
+    }
+    pthread_mutex_lock(&s->lock);
+    gfx_ptask *t = s->head;
+    s->head = s->tail = NULL;
+    atomic_store(&s->ndone, 0);
+    pthread_mutex_unlock(&s->lock);
+    while (t != NULL) {
+        gfx_ptask *next = t->next;
+        t->next = NULL;
+        if ((t->outcome == OUT_DIED || t->outcome == OUT_TIMEDOUT) &&
+            t->count > 1 && (j->flags & GFX_MAP_LAZY) && !j->stop_feeding) {
+            if (job_split_crashed(j, t) < 0) {
+                PyErr_WriteUnraisable(NULL);
+            }
+        }
+        /* Keep the ready list sorted by input index. */
+        gfx_ptask **pp = &j->ready;
+        while (*pp != NULL && (*pp)->index0 < t->index0) {
+            pp = &(*pp)->next;
+        }
+        t->next = *pp;
+        *pp = t;
+        if (t->outcome == OUT_DONE && t->compute_ns > 0) {
+            gf_chunker_report(&j->chunker, t->count, t->compute_ns);
+        }
+        t = next;
+    }
+    return 0;
+}
+
+static gfx_ptask *
+job_take(ProcMapObject *j)
+{
+    gfx_ptask *t = j->ready;
+    if (t == NULL) {
+        return NULL;
+    }
+    if (!(j->flags & GFX_MAP_UNORDERED) && !j->stop_feeding &&
+        t->index0 != j->next_out) {
+        return NULL;
+    }
+    j->ready = t->next;
+    t->next = NULL;
+    j->inflight--;
+    if (t->index0 + (int64_t)t->count > j->next_out) {
+        j->next_out = t->index0 + (int64_t)t->count;
+    }
+    return t;
+}
+
+/* Make t the current chunk.  0, or -1 with an exception. */
+static int
+job_load(ProcMapObject *j, gfx_ptask *t)
+{
+    Py_CLEAR(j->cur);
+    Py_CLEAR(j->cur_err);
+    j->cur_pos = 0;
+    j->cur_index0 = t->index0;
+    j->cur_count = t->count;
+    PyObject *errors, *failure;
+    int64_t fidx;
+    PyObject *res = ptask_results(j->e, t, j->fn, &errors, &failure, &fidx);
+    if (res == NULL && failure == NULL) {
+        return -1;
+    }
+    if (res == NULL) {
+        j->cur_err = PyDict_New();
+        PyObject *k = PyLong_FromLongLong(fidx);
+        if (j->cur_err == NULL || k == NULL ||
+            PyDict_SetItem(j->cur_err, k, failure) < 0) {
+            Py_XDECREF(k);
+            Py_DECREF(failure);
+            return -1;
+        }
+        Py_DECREF(k);
+        Py_DECREF(failure);
+        if (t->outcome == OUT_CANCELLED || t->outcome == OUT_BROKEN) {
+            /* Nothing more will come. */
+            j->stop_feeding = 1;
+        }
+        /* Hand out positions up to the failure as missing: only the
+         * failure itself is raised (the parts around it were re-sent). */
+        j->cur_index0 = fidx;
+        j->cur_count = 1;
+        j->cur = PyList_New(1);
+        if (j->cur == NULL) {
+            return -1;
+        }
+        PyList_SET_ITEM(j->cur, 0, Py_NewRef(Py_None));
+        return 0;
+    }
+    j->cur = res;
+    if (errors != NULL) {
+        j->cur_err = PyDict_New();
+        for (Py_ssize_t i = 0; j->cur_err && i < PyList_GET_SIZE(errors);
+             i++) {
+            int64_t idx;
+            PyObject *exc = entry_exception(j->e, t, PyList_GET_ITEM(errors, i),
+                                            j->fn, &idx);
+            PyObject *k = exc ? PyLong_FromLongLong(idx) : NULL;
+            if (k == NULL || PyDict_SetItem(j->cur_err, k, exc) < 0) {
+                Py_XDECREF(k);
+                Py_XDECREF(exc);
+                Py_DECREF(errors);
+                return -1;
+            }
+            Py_DECREF(k);
+            Py_DECREF(exc);
+        }
+        Py_DECREF(errors);
+        if (j->cur_err == NULL) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Remove this job's chunks that no worker has taken yet. */
+static void
+job_cancel_pending(ProcMapObject *j)
+{
+    gfx_engine *e = j->e;
+    if (e == NULL) {
+        return;
+    }
+    gfx_ptask *drop = NULL;
+    eng_lock(e);
+    gfx_ptask **pp = &e->pend_head, *last = NULL;
+    while (*pp != NULL) {
+        gfx_ptask *t = *pp;
+        if (t->sink == j->sink) {
+            *pp = t->next;
+            t->next = drop;
+            drop = t;
+            e->outstanding--;
+            j->inflight--;
+        }
+        else {
+            last = t;
+            pp = &t->next;
+        }
+    }
+    e->pend_tail = last;
+    atomic_store(&e->outstanding_atomic, e->outstanding);
+    if (e->outstanding == 0) {
+        gf_ec_notify_all(&e->idle_ec);
+    }
+    eng_unlock(e);
+    while (drop != NULL) {
+        gfx_ptask *next = drop->next;
+        ptask_free(e, drop);
+        drop = next;
+    }
+}
+
+static void
+job_cancel(ProcMapObject *j)
+{
+    j->stop_feeding = 1;
+    j->finished = 1;
+    if (j->sink == NULL) {
+        return;
+    }
+    atomic_store(&j->sink->cancelled, 1);
+    job_cancel_pending(j);
+    /* What has arrived already: free it now. */
+    pthread_mutex_lock(&j->sink->lock);
+    gfx_ptask *t = j->sink->head;
+    j->sink->head = j->sink->tail = NULL;
+    atomic_store(&j->sink->ndone, 0);
+    pthread_mutex_unlock(&j->sink->lock);
+    while (t != NULL) {
+        gfx_ptask *next = t->next;
+        ptask_free(j->e, t);
+        t = next;
+    }
+    while (j->ready != NULL) {
+        gfx_ptask *next = j->ready->next;
+        ptask_free(j->e, j->ready);
+        j->ready = next;
+    }
+    Py_CLEAR(j->cur);
+    Py_CLEAR(j->cur_err);
+}
+
+/* The next item: a new reference; NULL with an exception (the item's
+ * error, Ctrl-C) or NULL without one at the end. */
+static PyObject *
+job_next(ProcMapObject *j)
+{
+    for (;;) {
+        if (j->cur != NULL && j->cur_pos < (Py_ssize_t)j->cur_count) {
+            Py_ssize_t pos = j->cur_pos++;
+            int64_t idx = j->cur_index0 + pos;
+            if (j->cur_err != NULL) {
+                PyObject *k = PyLong_FromLongLong(idx), *exc = NULL;
+                int found = k ? gfx_dict_get_ref(j->cur_err, k, &exc) : -1;
+                Py_XDECREF(k);
+                if (found < 0) {
+                    return NULL;
+                }
+                if (found) {
+                    gfx_restore_exception(exc);
+                    return NULL;
+                }
+            }
+            if (pos < PyList_GET_SIZE(j->cur)) {
+                return Py_NewRef(PyList_GET_ITEM(j->cur, pos));
+            }
+            continue;  /* a map that stopped at an error: no more here */
+        }
+        Py_CLEAR(j->cur);
+        Py_CLEAR(j->cur_err);
+        if (j->finished) {
+            return NULL;
+        }
+        if (job_fill(j) < 0) {
+            return NULL;
+        }
+        gfx_ptask *t = job_take(j);
+        if (t == NULL) {
+            if (j->inflight <= 0 && (j->exhausted || j->stop_feeding)) {
+                j->finished = 1;
+                return NULL;
+            }
+            if (job_receive(j, 1) < 0) {
+                return NULL;
+            }
+            continue;
+        }
+        int rc = job_load(j, t);
+        ptask_free(j->e, t);
+        if (rc < 0) {
+            return NULL;
+        }
+    }
+}
+
+PyObject *
+gfx_procmap_next(PyObject *op)
+{
+    ProcMapObject *j = PM(op);
+    if (j->e == NULL || j->pool->proc != j->e) {
+        if (!j->finished) {
+            j->finished = 1;
+            PyErr_SetString(PyExc_ValueError,
+                            "the Pool of this iterator was shut down");
+            return NULL;
+        }
+        return NULL;
+    }
+    PyObject *item = job_next(j);
+    if (item == NULL && PyErr_Occurred() &&
+        PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {
+        job_cancel(j);
+    }
+    return item;
+}
+
+void
+gfx_procmap_cancel(PyObject *op)
+{
+    ProcMapObject *j = PM(op);
+    if (j->e != NULL && j->pool != NULL && j->pool->proc == j->e) {
+        job_cancel(j);
+    }
+    else {
+        j->finished = 1;
+    }
+}
+
+const char *
+gfx_procmap_method(PyObject *op)
+{
+    return PM(op)->method;
+}
+
+static int
+ProcMap_traverse(PyObject *op, visitproc visit, void *arg)
+{
+    ProcMapObject *j = PM(op);
+    Py_VISIT(Py_TYPE(op));
+    Py_VISIT(j->pool);
+    Py_VISIT(j->fn);
+    Py_VISIT(j->seq);
+    Py_VISIT(j->iter);
+    Py_VISIT(j->cur);
+    Py_VISIT(j->cur_err);
+    return 0;
+}
+
+static int
+ProcMap_clear(PyObject *op)
+{
+    ProcMapObject *j = PM(op);
+    if (j->sink != NULL) {
+        gfx_procmap_cancel(op);
+        sink_decref(j->sink);
+        j->sink = NULL;
+    }
+    Py_CLEAR(j->pool);
+    Py_CLEAR(j->fn);
+    Py_CLEAR(j->seq);
+    Py_CLEAR(j->iter);
+    Py_CLEAR(j->cur);
+    Py_CLEAR(j->cur_err);
+    return 0;
+}
+
+static void
+ProcMap_dealloc(PyObject *op)
+{
+    PyTypeObject *tp = Py_TYPE(op);
+    PyObject_GC_UnTrack(op);
+    ProcMap_clear(op);
+    tp->tp_free(op);
+    Py_DECREF(tp);
+}
+
+static PyType_Slot ProcMap_slots[] = {
+    {Py_tp_doc, (void *)"A map over worker processes (internal)."},
+    {Py_tp_dealloc, ProcMap_dealloc},
+    {Py_tp_traverse, ProcMap_traverse},
+    {Py_tp_clear, ProcMap_clear},
+    {0, NULL},
+};
+
+PyType_Spec gfx_procmap_spec = {
+    .name = "gilfree._core._ProcMap",
+    .basicsize = sizeof(ProcMapObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC |
+             Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = ProcMap_slots,
+};
+
+PyObject *
+gfx_proc_map(PoolObject *pool, PyObject *fn, PyObject *iterable,
+             PyObject *chunksize, int flags, const char *method)
+{
+    gfx_engine *e = pool->proc;
+    gfx_state *st = e->st;
+    if (!PyCallable_Check(fn)) {
+        PyErr_Format(PyExc_TypeError,
+                     "Pool.%s(): func must be callable, got %R (type %.100s)",
+                     method, fn, Py_TYPE(fn)->tp_name);
+        return NULL;
+    }
+    int64_t fixed = 0;
+    if (gfx_parse_chunksize(chunksize, method, &fixed) < 0) {
+        return NULL;
+    }
+    if (check_owner_process(e, method) < 0) {
+        return NULL;
+    }
+    ProcMapObject *j = PyObject_GC_New(ProcMapObject, st->ProcMap_Type);
+    if (j == NULL) {
+        return NULL;
+    }
+    memset((char *)j + sizeof(PyObject), 0,
+           sizeof(ProcMapObject) - sizeof(PyObject));
+    j->pool = (PoolObject *)Py_NewRef(pool);
+    j->e = e;
+    j->fn = Py_NewRef(fn);
+    j->flags = flags;
+    j->method = method;
+    j->fixed = fixed;
+    j->total = -1;
+    j->window = 3 * (int64_t)e->n < 4 ? 4 : 3 * (int64_t)e->n;
+    PyObject_GC_Track(j);
+    j->sink = PyMem_RawCalloc(1, sizeof *j->sink);
+    if (j->sink == NULL) {
+        Py_DECREF(j);
+        return PyErr_NoMemory();
+    }
+    atomic_init(&j->sink->refs, 1);
+    pthread_mutex_init(&j->sink->lock, NULL);
+    gf_ec_init(&j->sink->ec);
+
+    if (PyRange_Check(iterable)) {
+        /* start, step and length as C integers, when they fit. */
+        PyObject *a = PyObject_GetAttrString(iterable, "start");
+        PyObject *b = PyObject_GetAttrString(iterable, "step");
+        Py_ssize_t n = PyObject_Length(iterable);
+        int ov1 = 1, ov2 = 1;
+        long long sa = a ? PyLong_AsLongLongAndOverflow(a, &ov1) : 0;
+        long long sb = b ? PyLong_AsLongLongAndOverflow(b, &ov2) : 0;
+        Py_XDECREF(a);
+        Py_XDECREF(b);
+        if (n < 0 || PyErr_Occurred()) {
+            PyErr_Clear();
+            ov1 = 1;
+        }
+        if (!ov1 && !ov2 && !(flags & GFX_MAP_STAR)) {
+            /* The last item must fit in int64 as well. */
+            long long last;
+            if (n == 0 || !__builtin_mul_overflow((long long)(n - 1), sb, &last)
+                    ? (n == 0 || !__builtin_add_overflow(sa, last, &last))
+                    : 0) {
+                j->is_range = 1;
+                j->r_start = sa;
+                j->r_step = sb;
+                j->total = n;
+            }
+        }
+    }
+    if (!j->is_range) {
+        if (PyList_CheckExact(iterable) || PyTuple_CheckExact(iterable)) {
+            j->seq = Py_NewRef(iterable);
+            j->total = PySequence_Size(iterable);
+        }
+        else {
+            j->iter = PyObject_GetIter(iterable);
+            if (j->iter == NULL) {
+                if (PyErr_ExceptionMatches(PyExc_TypeError)) {
+                    PyErr_Clear();
+                    PyErr_Format(PyExc_TypeError,
+                                 "Pool.%s(): iterable must be iterable, got "
+                                 "%R (type %.100s)", method, iterable,
+                                 Py_TYPE(iterable)->tp_name);
+                }
+                Py_DECREF(j);
+                return NULL;
+            }
+            Py_ssize_t hint = PyObject_LengthHint(iterable, -1);
+            if (hint < 0) {
+                PyErr_Clear();
+            }
+        }
+    }
+    gf_chunker_init(&j->chunker, j->total, 0, e->n, MAP_TARGET_NS);
+    if (j->total == 0) {
+        j->exhausted = 1;
+    }
+    if (flags & GFX_MAP_LAZY) {
+        /* Start the work now; results are pulled by the iterator. */
+        if (job_fill(j) < 0) {
+            job_cancel(j);
+            Py_DECREF(j);
+            return NULL;
+        }
+        return gfx_mapiter_wrap((PyObject *)j);
+    }
+    /* map / starmap: the results in input order, or the error of the
+     * lowest failing input after the chunks in flight have come back. */
+    PyObject *out = PyList_New(0);
+    PyObject *first_err = NULL;
+    if (out == NULL) {
+        job_cancel(j);
+        Py_DECREF(j);
+        return NULL;
+    }
+    for (;;) {
+        if (first_err == NULL && job_fill(j) < 0) {
+            /* Not picklable, or the input raised: stop and report it. */
+            first_err = gfx_fetch_exception();
+            j->stop_feeding = 1;
+            job_cancel_pending(j);
+        }
+        gfx_ptask *t = job_take(j);
+        if (t == NULL) {
+            if (j->inflight <= 0 && (j->exhausted || j->stop_feeding)) {
+                break;
+            }
+            if (job_receive(j, 1) < 0) {
+                /* Ctrl-C: abandon the job. */
+                job_cancel(j);
+                Py_XDECREF(first_err);
+                Py_DECREF(out);
+                Py_DECREF(j);
+                return NULL;
+            }
+            continue;
+        }
+        if (first_err != NULL) {
+            ptask_free(e, t);  /* draining after an error */
+            continue;
+        }
+        int rc = job_load(j, t);
+        ptask_free(e, t);
+        if (rc < 0) {
+            first_err = gfx_fetch_exception();
+            j->stop_feeding = 1;
+            job_cancel_pending(j);
+            continue;
+        }
+        if (j->cur_err != NULL && PyDict_GET_SIZE(j->cur_err) > 0) {
+            /* The lowest failing index of this chunk; chunks are taken
+             * in order, so it is the lowest overall. */
+            PyObject *key, *val, *best = NULL;
+            Py_ssize_t pos = 0;
+            long long bi = 0;
+            while (PyDict_Next(j->cur_err, &pos, &key, &val)) {
+                long long k = PyLong_AsLongLong(key);
+                if (best == NULL || k < bi) {
+                    best = val;
+                    bi = k;
+                }
+            }
+            first_err = Py_NewRef(best);
+            j->stop_feeding = 1;
+            job_cancel_pending(j);
+            Py_CLEAR(j->cur);
+            Py_CLEAR(j->cur_err);
+            continue;
+        }
+        Py_ssize_t n = PyList_GET_SIZE(out);
+        if (PyList_SetSlice(out, n, n, j->cur) < 0) {
+            first_err = gfx_fetch_exception();
+            j->stop_feeding = 1;
+            job_cancel_pending(j);
+        }
+        Py_CLEAR(j->cur);
+    }
+    job_cancel(j);
+    Py_DECREF(j);
+    if (first_err != NULL) {
+        Py_DECREF(out);
+        gfx_restore_exception(first_err);
+        return NULL;
+    }
+    return out;
+}

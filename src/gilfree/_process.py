@@ -1,0 +1,147 @@
+"""Worker processes of the process backend: options, start-up and reaping.
+
+Starting a process reuses :mod:`multiprocessing`'s machinery (its fork,
+spawn and forkserver start methods, their ``__main__`` handling and their
+descriptor passing); everything after start-up -- the channel, the worker
+loop, dispatch, results and crash handling -- is gilfree's own C code.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+import threading
+import warnings
+from multiprocessing import reduction
+from typing import Any, Optional, Tuple
+
+__all__ = ["START_METHODS", "default_start_method", "process_options"]
+
+START_METHODS = ("forkserver", "spawn", "fork")
+
+
+def default_start_method() -> str:
+    """``"forkserver"`` where it exists (Linux and most Unix), else ``"spawn"``."""
+    return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+
+
+class _Fd:
+    """A file descriptor for a worker process.
+
+    With ``fork`` the child inherits it as is.  With ``spawn`` and
+    ``forkserver`` multiprocessing pickles the Process object; while it does,
+    ``reduction.DupFd`` registers the descriptor to be passed to the child
+    (spawn: kept open across exec; forkserver: sent over its Unix socket).
+    """
+
+    __slots__ = ("fd",)
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def __reduce__(self) -> Any:
+        return (_rebuild_fd, (reduction.DupFd(self.fd),))
+
+
+def _rebuild_fd(dup: Any) -> _Fd:
+    return _Fd(dup.detach())
+
+
+def _worker_entry(mem: _Fd, pool: _Fd, sock: _Fd, pidfd: Optional[_Fd], pool_pid: int, slot: int) -> None:
+    from . import _core
+
+    _core._worker_main(mem.fd, pool.fd, sock.fd, pidfd.fd if pidfd is not None else -1, pool_pid, slot)
+
+
+class _Starter:
+    """Called by the C engine (with the GIL) to start the worker of a slot."""
+
+    def __init__(self, ctx: Any) -> None:
+        self._ctx = ctx
+
+    def __call__(self, slot: int, memfd: int, poolfd: int, sockfd: int, pidfd: int, pool_pid: int) -> Tuple[int, Any]:
+        proc = self._ctx.Process(
+            target=_worker_entry,
+            args=(_Fd(memfd), _Fd(poolfd), _Fd(sockfd), _Fd(pidfd) if pidfd >= 0 else None, pool_pid, slot),
+            name=f"gilfree-worker-{slot}",
+            daemon=True,
+        )
+        proc.start()
+        return proc.pid, proc
+
+
+def _reap(proc: Any, timeout: float) -> Optional[int]:
+    """Join a worker that was told to stop or was killed; kill it if it lingers."""
+    proc.join(timeout)
+    if proc.exitcode is None:  # pragma: no cover - only a stuck worker
+        proc.kill()
+        proc.join(timeout)
+    return proc.exitcode
+
+
+def _check_number(name: str, value: Any, *, allow_zero: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"Pool(): {name} must be a number of seconds or None, got {value!r}")
+    if value != value or value < 0 or (value == 0 and not allow_zero):  # NaN or negative
+        raise ValueError(f"Pool(): {name} must be > 0, got {value!r}")
+    return float(value)
+
+
+def process_options(
+    backend: Any,
+    start_method: Optional[str],
+    task_timeout: Optional[float],
+    retries: int,
+) -> Optional[tuple]:
+    """Check the process-backend options; the tuple ``_core.Pool`` takes, or None for threads."""
+    if isinstance(retries, bool) or not isinstance(retries, int):
+        raise TypeError(f"Pool(): retries must be an int, got {retries!r}")
+    if retries < 0:
+        raise ValueError(f"Pool(): retries must be >= 0, got {retries!r}")
+    if backend != "processes":
+        for name, value, default in (
+            ("start_method", start_method, None),
+            ("task_timeout", task_timeout, None),
+            ("retries", retries, 0),
+        ):
+            if value != default:
+                raise ValueError(
+                    f"Pool(): {name} needs backend='processes' (a thread cannot be started "
+                    "another way, killed or replaced)"
+                )
+        return None
+    method = default_start_method() if start_method is None else start_method
+    if method not in START_METHODS or method not in multiprocessing.get_all_start_methods():
+        raise ValueError(
+            f"Pool(): unknown start_method {start_method!r}; available here: "
+            + ", ".join(repr(m) for m in START_METHODS if m in multiprocessing.get_all_start_methods())
+        )
+    timeout = 0.0 if task_timeout is None else _check_number("task_timeout", task_timeout, allow_zero=False)
+    if method == "fork" and threading.active_count() > 1:
+        warnings.warn(
+            "Pool(start_method='fork'): this process runs other threads; a forked worker "
+            "inherits their locks in whatever state they are and may deadlock. Prefer "
+            "'forkserver' (the default) or 'spawn'.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    ctx = multiprocessing.get_context(method)
+    if method == "forkserver":
+        # Workers fork from a server that has gilfree imported already: each
+        # new worker is ready in a few milliseconds.  Effective only before
+        # the server starts (it is shared by the whole program).
+        try:
+            ctx.set_forkserver_preload(["gilfree._process"])
+        except Exception:  # pragma: no cover - defensive
+            pass
+    children = method in ("fork", "spawn")
+    return (children, timeout, retries, _Starter(ctx), _reap)
+
+
+if sys.platform != "linux":  # pragma: no cover - informative only
+    _PLATFORM_NOTE = "the process backend needs Linux (memfd, pidfd)"
+else:
+    _PLATFORM_NOTE = ""
+
+del os
