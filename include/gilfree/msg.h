@@ -82,8 +82,10 @@ enum gf_result_status {
     GF_RESULT_BADTASK = 3,     /* the task could not be decoded (e.g. the
                                 * function could not be unpickled);
                                 * like RAISED with index0 = 0 */
+    GF_RESULT_CANCELLED = 4,   /* the pool withdrew the task before it
+                                * started; no results */
 };
-#define GF_RESULT_STATUS_MAX 3
+#define GF_RESULT_STATUS_MAX 4
 
 typedef struct gf_msg_head {
     uint64_t id;     /* TASK/RESULT: task id; FUNC/FORGET: function id;

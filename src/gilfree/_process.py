@@ -51,6 +51,12 @@ def _rebuild_fd(dup: Any) -> _Fd:
 def _worker_entry(mem: _Fd, pool: _Fd, sock: _Fd, pidfd: Optional[_Fd], pool_pid: int, slot: int) -> None:
     from . import _core
 
+    # The pool starts its workers as daemons so that multiprocessing's exit
+    # handler in the pool never waits for them; but inside the worker that
+    # flag would forbid a task to start processes of its own (a nested
+    # pool).  Workers end with the pool anyway (gf_watch_parent), so lift it.
+    multiprocessing.current_process()._config["daemon"] = False  # type: ignore[attr-defined]
+
     _core._worker_main(mem.fd, pool.fd, sock.fd, pidfd.fd if pidfd is not None else -1, pool_pid, slot)
 
 
@@ -139,9 +145,33 @@ def process_options(
     return (children, timeout, retries, _Starter(ctx), _reap)
 
 
+def _after_fork_in_child() -> None:
+    # A process forked from one that started multiprocessing's forkserver
+    # inherits its bookkeeping, but the server is not its child: the next
+    # start would fail in waitpid() (ChildProcessError).  Forget it, so that
+    # a pool created here starts a server of its own.
+    from multiprocessing import forkserver
+
+    fs = getattr(forkserver, "_forkserver", None)
+    if fs is None or getattr(fs, "_forkserver_pid", None) is None:
+        return
+    alive = fs._forkserver_alive_fd
+    fs._forkserver_pid = None
+    fs._forkserver_address = None
+    fs._forkserver_alive_fd = None
+    if alive is not None:
+        try:
+            os.close(alive)
+        except OSError:  # pragma: no cover
+            pass
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 if sys.platform != "linux":  # pragma: no cover - informative only
     _PLATFORM_NOTE = "the process backend needs Linux (memfd, pidfd)"
 else:
     _PLATFORM_NOTE = ""
 
-del os

@@ -344,6 +344,8 @@ int gfx_send_fds(int sock, const int *fds, uint32_t n);
 PyObject *gfx_cloudpickle_dumps(gfx_state *st);
 extern PyMethodDef gfx_oob_callback_def;
 
+#define GFX_CANCEL_SLOTS 64
+
 /* A worker's control block: the first GFX_CTL_SIZE bytes of its channel's
  * shared memory, written by the worker, read by the pool. */
 typedef struct {
@@ -354,6 +356,10 @@ typedef struct {
     _Atomic int64_t cur_index;     /* input index of the item it runs */
     _Atomic int64_t cur_start_ns;  /* gf_now_ns() at that item's start; 0
                                     * between items (task_timeout) */
+    /* Tasks the pool withdrew after sending them (apply() interrupted, an
+     * imap dropped): the worker skips a task whose id is here.  A ring of
+     * recent ids written by the pool (release), read by the worker. */
+    _Atomic uint64_t cancel[GFX_CANCEL_SLOTS];
 } gfx_ctl;
 #define GFX_CTL_SIZE 4096u
 #define GFX_CTL_MAGIC 0x67666374726c3031ull
@@ -381,6 +387,9 @@ PyObject *gfx_proc_submit(PoolObject *pool, PyObject *fn, PyObject *args,
 int gfx_proc_close(PoolObject *pool);
 int gfx_proc_join(PoolObject *pool);
 int gfx_proc_terminate(PoolObject *pool);
+/* apply() interrupted: withdraw the task of this AsyncResult if it has not
+ * started. */
+void gfx_proc_abandon(PoolObject *pool, PyObject *ar);
 /* From dealloc: terminate without raising. */
 void gfx_proc_free(PoolObject *pool);
 PyObject *gfx_proc_pids(PoolObject *pool);

@@ -910,7 +910,12 @@ Pool_apply(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
     PyObject *res = gfx_asyncresult_get(ar, -1.0);
     if (res == NULL && PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {
         PyObject *kbi = gfx_fetch_exception();
-        gfx_asyncresult_abandon(ar);  /* Ctrl-C: drop it if still queued */
+        if (POOL_CAST(op)->backend_proc) {
+            gfx_proc_abandon(POOL_CAST(op), ar);
+        }
+        else {
+            gfx_asyncresult_abandon(ar);  /* Ctrl-C: drop it if still queued */
+        }
         gfx_restore_exception(kbi);
         Py_DECREF(kbi);
     }

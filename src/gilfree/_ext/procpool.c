@@ -116,6 +116,7 @@ typedef struct {
     int watched;
     int broken;                  /* protocol error: being killed */
     int hello;                   /* the worker said HELLO (collector) */
+    uint32_t cancel_next;        /* next ctl->cancel entry (engine lock) */
 } gfx_pslot;
 
 struct gfx_engine {
@@ -142,6 +143,8 @@ struct gfx_engine {
     int collector_started;
     _Atomic int stop;            /* collector: leave */
     _Atomic int closing;         /* join(): no worker replacement when idle */
+    _Atomic int terminating;     /* terminate(): deaths are ours, tasks are
+                                  * cancelled, nobody is replaced */
     gfx_ptask *garbage;          /* collector-local lists */
     gfx_ptask *settle_head, *settle_tail;
     uint32_t needs_replace;      /* bitmask would limit us: see replace[] */
@@ -475,6 +478,18 @@ pending_push_locked(gfx_engine *e, gfx_ptask *t, int front)
     }
 }
 
+/* Withdraw a sent task that may not have started: its worker skips it
+ * (and answers CANCELLED).  Engine lock held. */
+static void
+withdraw_sent_locked(gfx_pslot *s, gfx_ptask *t)
+{
+    if (s->ctl == NULL) {
+        return;
+    }
+    uint32_t k = s->cancel_next++ % GFX_CANCEL_SLOTS;
+    atomic_store_explicit(&s->ctl->cancel[k], t->id, memory_order_release);
+}
+
 /* Queue a new task and dispatch what can go.  With or without the GIL. */
 static void
 eng_submit(gfx_engine *e, gfx_ptask *t)
@@ -549,6 +564,12 @@ handle_death_locked(gfx_engine *e, gfx_pslot *s)
         gfx_ptask *next = t->next;
         t->next = NULL;
         int was_held = (t->id == held) || (s->timeout_task == t->id);
+        if (atomic_load(&e->terminating)) {
+            t->outcome = OUT_CANCELLED;
+            deliver_locked(e, t);
+            t = next;
+            continue;
+        }
         if (was_held && s->timeout_task == t->id) {
             t->outcome = OUT_TIMEDOUT;
             t->died_index = s->timeout_index;
@@ -652,7 +673,8 @@ consume_frame(gfx_engine *e, gfx_pslot *s, gf_ring_frame_t *f)
     t->res_nfds = msg.head.nbufs;
     t->pid = s->pid;
     t->compute_ns = (int64_t)msg.head.aux;
-    t->outcome = OUT_DONE;
+    t->outcome = (msg.head.flags & ~GF_MSG_FLAG_EXT) == GF_RESULT_CANCELLED
+                     ? OUT_CANCELLED : OUT_DONE;
     deliver_locked(e, t);
     eng_unlock(e);
     return 0;
@@ -1072,7 +1094,7 @@ collector_gil_batch(gfx_engine *e)
         }
         slot_release(e, s, 1);
         e->replace[i] = 0;
-        if (atomic_load(&e->stop) ||
+        if (atomic_load(&e->stop) || atomic_load(&e->terminating) ||
             (atomic_load(&e->closing) &&
              atomic_load(&e->outstanding_atomic) == 0)) {
             eng_lock(e);
@@ -1128,7 +1150,10 @@ collector_gil_batch(gfx_engine *e)
 static int
 collector_has_gil_work(gfx_engine *e)
 {
-    if (e->settle_head != NULL || e->garbage != NULL) {
+    eng_lock(e);
+    int lists = e->settle_head != NULL || e->garbage != NULL;
+    eng_unlock(e);
+    if (lists) {
         return 1;
     }
     for (uint32_t i = 0; i < e->n; i++) {
@@ -1410,6 +1435,7 @@ gfx_proc_terminate(PoolObject *pool)
     }
     /* Kill first (SIGKILL through the supervisor's pidfds), so that
      * nothing more runs, then settle everything as cancelled. */
+    atomic_store(&e->terminating, 1);
     for (uint32_t i = 0; i < e->n; i++) {
         gfx_pslot *s = &e->slots[i];
         if (s->state == SLOT_LIVE) {
@@ -1614,6 +1640,47 @@ gfx_proc_apply_async(PoolObject *pool, PyObject *fn, PyObject *args,
     return ar;
 }
 
+void
+gfx_proc_abandon(PoolObject *pool, PyObject *ar)
+{
+    gfx_engine *e = pool->proc;
+    if (e == NULL) {
+        return;
+    }
+    gfx_ptask *drop = NULL;
+    eng_lock(e);
+    gfx_ptask **pp = &e->pend_head, *last = NULL;
+    while (*pp != NULL) {
+        if ((*pp)->owner == ar) {
+            drop = *pp;
+            *pp = drop->next;
+            drop->next = NULL;
+            drop->outcome = OUT_CANCELLED;
+            continue;
+        }
+        last = *pp;
+        pp = &(*pp)->next;
+    }
+    e->pend_tail = last;
+    for (uint32_t i = 0; drop == NULL && i < e->n; i++) {
+        gfx_pslot *s = &e->slots[i];
+        for (gfx_ptask *t = s->head; s->state == SLOT_LIVE && t; t = t->next) {
+            if (t->owner == ar) {
+                withdraw_sent_locked(s, t);
+                break;
+            }
+        }
+    }
+    if (drop != NULL) {
+        /* Settled (cancelled) by the collector like any other result. */
+        deliver_locked(e, drop);
+    }
+    eng_unlock(e);
+    if (drop != NULL) {
+        gf_ec_notify_all(e->doorbell);
+    }
+}
+
 PyObject *
 gfx_proc_submit(PoolObject *pool, PyObject *fn, PyObject *args,
                 PyObject *kwds)
@@ -1788,6 +1855,36 @@ job_slice(ProcMapObject *j, int64_t start, int64_t count)
     return list;
 }
 
+/* starmap: make every item a tuple here, so that a bad item is reported
+ * in the caller with its index (as the thread backend does) and the
+ * workers get exactly what they unpack. */
+static int
+job_star_items(ProcMapObject *j, PyObject *items, int64_t start)
+{
+    Py_ssize_t n = PyList_GET_SIZE(items);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyList_GET_ITEM(items, i);
+        if (PyTuple_CheckExact(item)) {
+            continue;
+        }
+        PyObject *t = PySequence_Tuple(item);
+        if (t == NULL) {
+            if (PyErr_ExceptionMatches(PyExc_TypeError)) {
+                PyErr_Clear();
+                PyErr_Format(PyExc_TypeError,
+                             "Pool.%s(): input index %lld is not an iterable "
+                             "of arguments: %R (type %.100s)", j->method,
+                             (long long)(start + i), item,
+                             Py_TYPE(item)->tp_name);
+            }
+            return -1;
+        }
+        PyList_SET_ITEM(items, i, t);
+        Py_DECREF(item);
+    }
+    return 0;
+}
+
 /* Submit chunks until the window is full or the input ends. */
 static int
 job_fill(ProcMapObject *j)
@@ -1840,6 +1937,11 @@ job_fill(ProcMapObject *j)
                 return -1;
             }
         }
+        if (items != NULL && (j->flags & GFX_MAP_STAR) &&
+            job_star_items(j, items, j->next_in) < 0) {
+            Py_DECREF(items);
+            return -1;
+        }
         gfx_ptask *t = job_encode(j, j->next_in, count, items);
         Py_XDECREF(items);
         if (t == NULL) {
@@ -1878,6 +1980,10 @@ job_split_crashed(ProcMapObject *j, gfx_ptask *t)
         }
         else if (!j->is_range) {
             items = job_slice(j, s0, s1 - s0);
+            if (items != NULL && (j->flags & GFX_MAP_STAR) &&
+                job_star_items(j, items, s0) < 0) {
+                Py_CLEAR(items);
+            }
         }
         if (items == NULL && !j->is_range) {
             return -1;
@@ -2053,6 +2159,18 @@ job_cancel_pending(ProcMapObject *j)
     atomic_store(&e->outstanding_atomic, e->outstanding);
     if (e->outstanding == 0) {
         gf_ec_notify_all(&e->idle_ec);
+    }
+    /* Chunks already on a worker but maybe not started: withdraw them. */
+    for (uint32_t i = 0; i < e->n; i++) {
+        gfx_pslot *s = &e->slots[i];
+        if (s->state != SLOT_LIVE) {
+            continue;
+        }
+        for (gfx_ptask *t = s->head; t != NULL; t = t->next) {
+            if (t->sink == j->sink) {
+                withdraw_sent_locked(s, t);
+            }
+        }
     }
     eng_unlock(e);
     while (drop != NULL) {

@@ -193,7 +193,26 @@ run_task(worker *w, const gf_msg_t *msg, int *fds)
     gfx_state *st = w->st;
     uint64_t id = msg->head.id;
     int64_t index0 = msg->head.index0;
-    unsigned flags = msg->head.flags;
+    unsigned flags = msg->head.flags & ~GF_MSG_FLAG_EXT;
+    for (int k = 0; k < GFX_CANCEL_SLOTS; k++) {
+        if (atomic_load_explicit(&w->ctl->cancel[k], memory_order_acquire) ==
+            id) {
+            /* Withdrawn by the pool: say so and skip it. */
+            for (uint32_t i = 0; i < msg->head.nbufs; i++) {
+                close(fds[i]);
+            }
+            gf_ring_release(w->rx);
+            gf_msg_head_t head = {0};
+            head.id = id;
+            head.flags = GF_RESULT_CANCELLED;
+            head.codec = GF_CODEC_NONE;
+            gfx_msg m;
+            if (gfx_encode_raw(GF_MSG_RESULT, &head, NULL, 0, &m) < 0) {
+                return -1;
+            }
+            return send_msg(w, &m);
+        }
+    }
     atomic_store_explicit(&w->ctl->cur_index, index0, memory_order_relaxed);
     atomic_store_explicit(&w->ctl->cur_task, id, memory_order_release);
 
