@@ -71,6 +71,14 @@ int gf_shm_create_ex(size_t size, const char *name, unsigned flags, gf_shm_t *ou
  * GF_SHM_POPULATE, or'ed (READONLY and PRIVATE exclude each other). */
 int gf_shm_map(int fd, size_t size, unsigned flags, gf_shm_t *out);
 
+/* Map bytes [offset, offset + size) of a region received as a descriptor
+ * (offset a multiple of the page size; size 0: to the end), with the checks
+ * and flags of gf_shm_map().  The descriptor stays the caller's (out->fd is
+ * -1), so one descriptor can back several mappings (e.g. a shared header
+ * page and a copy-on-write body). */
+int gf_shm_map_at(int fd, size_t offset, size_t size, unsigned flags,
+                  gf_shm_t *out);
+
 /* Unmap, keeping the descriptor (to pass on, or map again later).
  * Idempotent. */
 int gf_shm_unmap(gf_shm_t *shm);

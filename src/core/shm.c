@@ -92,7 +92,7 @@ fail:
 
 /* mmap() for gf_shm_map(): flags already checked. */
 static void *
-gf__shm_mmap(int fd, size_t size, unsigned flags)
+gf__shm_mmap(int fd, size_t offset, size_t size, unsigned flags)
 {
     int prot = PROT_READ | ((flags & GF_SHM_READONLY) ? 0 : PROT_WRITE);
     int mapflags = (flags & GF_SHM_PRIVATE) ? MAP_PRIVATE : MAP_SHARED;
@@ -100,11 +100,11 @@ gf__shm_mmap(int fd, size_t size, unsigned flags)
         mapflags |= MAP_POPULATE;
     }
     if ((flags & (GF_SHM_PRIVATE | GF_SHM_POPULATE)) != (GF_SHM_PRIVATE | GF_SHM_POPULATE)) {
-        return mmap(NULL, size, prot, mapflags, fd, 0);
+        return mmap(NULL, size, prot, mapflags, fd, (off_t)offset);
     }
     /* Private and populated: read-only first, so that populating does not
      * copy every page (see the top of the file). */
-    void *addr = mmap(NULL, size, PROT_READ, mapflags, fd, 0);
+    void *addr = mmap(NULL, size, PROT_READ, mapflags, fd, (off_t)offset);
     if (addr != MAP_FAILED && mprotect(addr, size, prot) != 0) {
         int err = errno;
         munmap(addr, size);
@@ -114,8 +114,10 @@ gf__shm_mmap(int fd, size_t size, unsigned flags)
     return addr;
 }
 
-int
-gf_shm_map(int fd, size_t size, unsigned flags, gf_shm_t *out)
+/* The checks and the mapping shared by gf_shm_map and gf_shm_map_at. */
+static int
+gf__shm_map_common(int fd, size_t offset, size_t size, unsigned flags,
+                   gf_shm_t *out)
 {
     if (out == NULL) {
         return GF_EINVAL;
@@ -148,10 +150,15 @@ gf_shm_map(int fd, size_t size, unsigned flags, gf_shm_t *out)
     if (st.st_size <= 0 || (uint64_t)st.st_size > (uint64_t)GF__SHM_MAX_SIZE) {
         return GF_EINVAL;
     }
-    if (size == 0) {
-        size = (size_t)st.st_size;
+    long page = sysconf(_SC_PAGESIZE);
+    if (page <= 0 || offset % (size_t)page != 0 ||
+        (uint64_t)offset >= (uint64_t)st.st_size) {
+        return GF_EINVAL;
     }
-    else if ((uint64_t)size > (uint64_t)st.st_size) {
+    if (size == 0) {
+        size = (size_t)st.st_size - offset;
+    }
+    else if ((uint64_t)size > (uint64_t)st.st_size - offset) {
         return GF_EINVAL;
     }
     /* Close-on-exec before anything can fail after it: a descriptor that
@@ -161,7 +168,7 @@ gf_shm_map(int fd, size_t size, unsigned flags, gf_shm_t *out)
     if (fdflags < 0 || fcntl(fd, F_SETFD, fdflags | FD_CLOEXEC) != 0) {
         return -errno;
     }
-    void *addr = gf__shm_mmap(fd, size, flags);
+    void *addr = gf__shm_mmap(fd, offset, size, flags);
     if (addr == MAP_FAILED) {
         return -errno;
     }
@@ -169,6 +176,23 @@ gf_shm_map(int fd, size_t size, unsigned flags, gf_shm_t *out)
     out->size = size;
     out->fd = fd;
     return 0;
+}
+
+int
+gf_shm_map(int fd, size_t size, unsigned flags, gf_shm_t *out)
+{
+    return gf__shm_map_common(fd, 0, size, flags, out);
+}
+
+int
+gf_shm_map_at(int fd, size_t offset, size_t size, unsigned flags,
+              gf_shm_t *out)
+{
+    int rc = gf__shm_map_common(fd, offset, size, flags, out);
+    if (rc == 0) {
+        out->fd = -1;  /* the descriptor stays the caller's */
+    }
+    return rc;
 }
 
 int
@@ -227,6 +251,14 @@ gf_shm_map(int fd, size_t size, unsigned flags, gf_shm_t *out)
         gf__shm_reset(out);
     }
     return GF_ENOSYS;
+}
+
+int
+gf_shm_map_at(int fd, size_t offset, size_t size, unsigned flags,
+              gf_shm_t *out)
+{
+    (void)offset;
+    return gf_shm_map(fd, size, flags, out);
 }
 
 int

@@ -23,6 +23,7 @@
  * functions of __main__) are pickled again with cloudpickle. */
 #include "gfext.h"
 
+#include <fcntl.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -58,6 +59,177 @@ PyMethodDef gfx_oob_callback_def = {
     "_oob_callback", oob_callback, METH_O,
     "Pickle buffer callback of the process backend (internal)."};
 
+/* ---- segments and their cache -------------------------------------------- */
+
+typedef struct {
+    uint64_t magic;
+    /* Receivers that have been sent this segment and not yet let go of it
+     * (sender increments before sending, receiver decrements, release,
+     * when its mapping goes).  A receiver that dies leaves it raised: the
+     * segment is then never reused, only evicted. */
+    _Atomic uint32_t inflight;
+} gfx_seghdr;
+
+#define GFX_SEG_MAGIC 0x67667365676d3031ull
+
+struct gfx_seg {
+    gfx_seg *next;               /* cache list (cache lock) */
+    gf_shm_t shm;                /* the sender's mapping (header + data) */
+    size_t cap;                  /* data bytes */
+    _Atomic int held;            /* the cache (1) + messages using it */
+};
+
+struct gfx_segcache {
+    pthread_mutex_t lock;
+    gfx_seg *head;               /* most recently used first */
+    size_t bytes;
+    uint32_t n;
+};
+
+#define SEGCACHE_MAX_BYTES ((size_t)256 << 20)
+#define SEGCACHE_MAX_SEGS 64u
+
+static _Thread_local gfx_segcache *gfx__segcache;
+
+gfx_segcache *
+gfx_segcache_use(gfx_segcache *c)
+{
+    gfx_segcache *prev = gfx__segcache;
+    gfx__segcache = c;
+    return prev;
+}
+
+gfx_segcache *
+gfx_segcache_new(void)
+{
+    gfx_segcache *c = PyMem_RawCalloc(1, sizeof *c);
+    if (c != NULL) {
+        pthread_mutex_init(&c->lock, NULL);
+    }
+    return c;
+}
+
+static gfx_seghdr *
+seg_hdr(gfx_seg *g)
+{
+    return (gfx_seghdr *)g->shm.addr;
+}
+
+static void
+seg_release(gfx_seg *g)
+{
+    if (g != NULL && atomic_fetch_sub(&g->held, 1) == 1) {
+        gf_shm_close(&g->shm);
+        PyMem_RawFree(g);
+    }
+}
+
+void
+gfx_segcache_free(gfx_segcache *c)
+{
+    if (c == NULL) {
+        return;
+    }
+    gfx_seg *g = c->head;
+    while (g != NULL) {
+        gfx_seg *next = g->next;
+        seg_release(g);
+        g = next;
+    }
+    pthread_mutex_destroy(&c->lock);
+    PyMem_RawFree(c);
+}
+
+/* A segment with room for len bytes, held once for the caller: a warm idle
+ * one from the cache, or a new one.  No GIL needed.  NULL: errno-style
+ * code in *err. */
+static gfx_seg *
+seg_acquire(gfx_segcache *c, size_t len, int *err)
+{
+    size_t cap = (len + 4095) & ~(size_t)4095;
+    gfx_seg *found = NULL, *drop = NULL;
+    if (c != NULL) {
+        pthread_mutex_lock(&c->lock);
+        gfx_seg **pp = &c->head;
+        for (; *pp != NULL; pp = &(*pp)->next) {
+            gfx_seg *g = *pp;
+            if (g->cap >= cap && g->cap <= 2 * cap &&
+                atomic_load(&g->held) == 1 &&
+                atomic_load_explicit(&seg_hdr(g)->inflight,
+                                     memory_order_acquire) == 0) {
+                *pp = g->next;          /* move to the front */
+                g->next = c->head;
+                c->head = g;
+                atomic_fetch_add(&g->held, 1);
+                found = g;
+                break;
+            }
+        }
+        pthread_mutex_unlock(&c->lock);
+        if (found != NULL) {
+            return found;
+        }
+    }
+    gfx_seg *g = PyMem_RawCalloc(1, sizeof *g);
+    if (g == NULL) {
+        *err = GF_ENOMEM;
+        return NULL;
+    }
+    int rc = gf_shm_create(GFX_SEG_DATA + cap, "gilfree-buf", &g->shm);
+    if (rc < 0) {
+        PyMem_RawFree(g);
+        *err = rc;
+        return NULL;
+    }
+    g->cap = cap;
+    seg_hdr(g)->magic = GFX_SEG_MAGIC;
+    atomic_init(&g->held, 1);
+    if (c == NULL) {
+        return g;  /* the caller's hold is the only one */
+    }
+    atomic_fetch_add(&g->held, 1);  /* the cache's */
+    pthread_mutex_lock(&c->lock);
+    g->next = c->head;
+    c->head = g;
+    c->bytes += cap;
+    c->n++;
+    /* Evict from the cold end: idle or not, the cache just lets go (a
+     * message or receiver still using it keeps it alive). */
+    while (c->n > SEGCACHE_MAX_SEGS || c->bytes > SEGCACHE_MAX_BYTES) {
+        gfx_seg **pp = &c->head;
+        while ((*pp)->next != NULL) {
+            pp = &(*pp)->next;
+        }
+        gfx_seg *last = *pp;
+        if (last == g) {
+            break;
+        }
+        *pp = NULL;
+        c->bytes -= last->cap;
+        c->n--;
+        last->next = drop;
+        drop = last;
+    }
+    pthread_mutex_unlock(&c->lock);
+    while (drop != NULL) {
+        gfx_seg *next = drop->next;
+        seg_release(drop);
+        drop = next;
+    }
+    return g;
+}
+
+void
+gfx_msg_deliver(const gfx_msg *m)
+{
+    for (uint32_t i = 0; i < m->nfds; i++) {
+        if (m->segs != NULL && m->segs[i] != NULL) {
+            atomic_fetch_add_explicit(&seg_hdr(m->segs[i])->inflight, 1,
+                                      memory_order_relaxed);
+        }
+    }
+}
+
 /* ---- message buffers ------------------------------------------------------ */
 
 void
@@ -70,44 +242,70 @@ gfx_msg_clear(gfx_msg *m)
         if (m->fds[i] >= 0) {
             close(m->fds[i]);
         }
+        if (m->segs != NULL) {
+            seg_release(m->segs[i]);
+        }
     }
     PyMem_RawFree(m->fds);
+    PyMem_RawFree(m->segs);
     m->fds = NULL;
+    m->segs = NULL;
     m->nfds = 0;
 }
 
+/* Take over fd (and a hold on seg) into the message. */
 static int
-msg_add_fd(gfx_msg *m, int fd)
+msg_add_fd(gfx_msg *m, int fd, gfx_seg *seg)
 {
     int *fds = PyMem_RawRealloc(m->fds, sizeof(int) * (m->nfds + 1));
-    if (fds == NULL) {
+    if (fds != NULL) {
+        m->fds = fds;
+    }
+    gfx_seg **segs = fds ? PyMem_RawRealloc(m->segs,
+                                            sizeof(gfx_seg *) * (m->nfds + 1))
+                         : NULL;
+    if (fds == NULL || segs == NULL) {
         close(fd);
+        seg_release(seg);
         PyErr_NoMemory();
         return -1;
     }
-    m->fds = fds;
-    m->fds[m->nfds++] = fd;
+    m->segs = segs;
+    m->fds[m->nfds] = fd;
+    m->segs[m->nfds] = seg;
+    m->nfds++;
     return 0;
 }
 
-/* Copy `len` bytes into a new sealed memfd and add its descriptor. */
+/* Copy `len` bytes into a segment (a warm cached one when this thread has
+ * a cache) and add it to the message. */
 static int
 msg_add_segment(gfx_msg *m, const void *src, size_t len)
 {
-    gf_shm_t shm;
-    int rc;
+    gfx_segcache *c = gfx__segcache;
+    gfx_seg *g;
+    int err = 0, fd = -1;
     Py_BEGIN_ALLOW_THREADS
-    rc = gf_shm_create_ex(len, "gilfree-buf", GF_SHM_POPULATE, &shm);
-    if (rc == 0) {
-        memcpy(shm.addr, src, len);
-        gf_shm_unmap(&shm);
+    g = seg_acquire(c, len, &err);
+    if (g != NULL) {
+        memcpy((char *)g->shm.addr + GFX_SEG_DATA, src, len);
+        fd = dup(g->shm.fd);
+        if (fd < 0) {
+            err = -errno;
+        }
+        else {
+            int fl = fcntl(fd, F_GETFD);
+            (void)fcntl(fd, F_SETFD, fl | FD_CLOEXEC);
+        }
     }
     Py_END_ALLOW_THREADS
-    if (rc < 0) {
-        gfx_raise(rc, "sending a buffer to another process");
+    if (g == NULL || fd < 0) {
+        seg_release(g);
+        gfx_raise(err, "sending a buffer to another process");
         return -1;
     }
-    return msg_add_fd(m, shm.fd);
+    /* Without a cache the segment lives as long as the message. */
+    return msg_add_fd(m, fd, g);
 }
 
 /* Lay out prefix + payload.  Payloads that do not fit in `max_inline`
@@ -329,7 +527,8 @@ gfx_encode_raw(uint32_t kind, gf_msg_head_t *head, const void *payload,
 
 typedef struct {
     PyObject_HEAD
-    gf_shm_t shm;
+    gf_shm_t shm;        /* the data, copy-on-write */
+    gf_shm_t hdr;        /* the segment's header page, shared */
 } ShmBufferObject;
 
 static int
@@ -344,7 +543,14 @@ static void
 ShmBuffer_dealloc(PyObject *op)
 {
     PyTypeObject *tp = Py_TYPE(op);
-    gf_shm_close(&((ShmBufferObject *)op)->shm);
+    ShmBufferObject *self = (ShmBufferObject *)op;
+    gf_shm_close(&self->shm);
+    if (self->hdr.addr != NULL) {
+        /* Let the sender reuse the segment (after our unmap above). */
+        gfx_seghdr *h = self->hdr.addr;
+        atomic_fetch_sub_explicit(&h->inflight, 1, memory_order_release);
+    }
+    gf_shm_close(&self->hdr);
     tp->tp_free(op);
     Py_DECREF(tp);
 }
@@ -374,7 +580,8 @@ PyType_Spec gfx_shmbuffer_spec = {
     .slots = ShmBuffer_slots,
 };
 
-/* Map a received descriptor (consumed: closed on failure too). */
+/* Map a received segment (fd consumed: closed in every case).  A header
+ * that is not ours makes no mapping of it: then nothing is uncounted. */
 static PyObject *
 shmbuffer_new(gfx_state *st, int fd, uint64_t len)
 {
@@ -383,15 +590,22 @@ shmbuffer_new(gfx_state *st, int fd, uint64_t len)
         close(fd);
         return NULL;
     }
+    self->shm = (gf_shm_t)GF_SHM_INIT;
+    self->hdr = (gf_shm_t)GF_SHM_INIT;
     int rc;
     Py_BEGIN_ALLOW_THREADS
-    rc = gf_shm_map(fd, (size_t)len, GF_SHM_PRIVATE | GF_SHM_POPULATE,
-                    &self->shm);
+    rc = gf_shm_map_at(fd, 0, GFX_SEG_DATA, 0, &self->hdr);
+    if (rc == 0 && ((gfx_seghdr *)self->hdr.addr)->magic != GFX_SEG_MAGIC) {
+        gf_shm_close(&self->hdr);
+        rc = GF_EPROTO;
+    }
+    if (rc == 0) {
+        rc = gf_shm_map_at(fd, GFX_SEG_DATA, (size_t)len,
+                           GF_SHM_PRIVATE | GF_SHM_POPULATE, &self->shm);
+    }
+    close(fd);
     Py_END_ALLOW_THREADS
     if (rc < 0) {
-        close(fd);
-        self->shm.addr = NULL;
-        self->shm.fd = -1;
         Py_DECREF(self);
         return gfx_raise(rc, "mapping a buffer from another process");
     }
@@ -529,7 +743,8 @@ done:
 }
 
 /* Receive the descriptors of a message from the socket (blocking briefly:
- * they were sent before the frame was committed). */
+ * they were sent before the frame was committed).  Touches no Python
+ * state: callers holding the GIL release it around the call. */
 int
 gfx_recv_fds(int sock, const gf_msg_t *msg, int *fds)
 {
@@ -541,11 +756,9 @@ gfx_recv_fds(int sock, const gf_msg_t *msg, int *fds)
         if (max > GF_FD_MAX_PER_MSG) {
             max = GF_FD_MAX_PER_MSG;
         }
-        Py_BEGIN_ALLOW_THREADS
         do {
             rc = gf_fd_recv(sock, fds + got, max, &n, 5 * 1000000000LL);
         } while (rc == GF_EINTR);
-        Py_END_ALLOW_THREADS
         if (rc < 0) {
             for (uint32_t i = 0; i < got; i++) {
                 close(fds[i]);

@@ -315,13 +315,33 @@ int gfx_parse_timeout(PyObject *obj, double *out);
 
 /* An encoded message: prefix + payload, and the descriptors of its
  * out-of-band buffers (owned: closed by gfx_msg_clear). */
+typedef struct gfx_seg gfx_seg;
+typedef struct gfx_segcache gfx_segcache;
+
 typedef struct {
     unsigned char *data;
     size_t len;
     uint32_t kind;
     int *fds;
+    gfx_seg **segs;   /* per fd: the cached segment behind it (held), or
+                       * NULL */
     uint32_t nfds;
 } gfx_msg;
+
+/* Out-of-band buffers travel in segments: a memfd whose first page is a
+ * header shared by sender and receivers, data from GFX_SEG_DATA.  A sender
+ * keeps its segments warm in a cache and refills one only when no message
+ * holds it and no receiver maps it any more: fresh shared memory costs the
+ * kernel far more (allocate, zero, fault) than copying into warm pages. */
+#define GFX_SEG_DATA 4096u
+gfx_segcache *gfx_segcache_new(void);
+void gfx_segcache_free(gfx_segcache *c);
+/* The cache encodes on this thread use (NULL: fresh segments, no reuse);
+ * returns the previous one. */
+gfx_segcache *gfx_segcache_use(gfx_segcache *c);
+/* A message is about to be delivered to one more receiver: count it in the
+ * headers of its segments (the receiver uncounts when it lets go). */
+void gfx_msg_deliver(const gfx_msg *m);
 
 #define GFX_ENC_FIXED 0x1  /* try the int/float/None codecs on a list */
 #define GFX_ENC_CLOUD 0x2  /* cloudpickle at once */

@@ -153,6 +153,7 @@ struct gfx_engine {
     int retries;
     int startup_failures;        /* workers in a row that died before
                                   * their HELLO (collector) */
+    gfx_segcache *segs;          /* warm segments for buffers we send */
     int children;                /* workers are our children (NOREAP) */
     PyObject *starter, *reaper;
     char start_error[256];       /* last failure to start a worker */
@@ -269,8 +270,11 @@ fn_get(gfx_engine *e, PyObject *fn)
     }
     gf_msg_head_t head = {0};
     head.id = id;
-    if (gfx_encode(e->st, GF_MSG_FUNC, &head, fn, flags,
-                   GF_RING_MAX_PAYLOAD(RING_CAPACITY), &fe->def) < 0) {
+    gfx_segcache *prev = gfx_segcache_use(e->segs);
+    int erc = gfx_encode(e->st, GF_MSG_FUNC, &head, fn, flags,
+                         GF_RING_MAX_PAYLOAD(RING_CAPACITY), &fe->def);
+    gfx_segcache_use(prev);
+    if (erc < 0) {
         PyMem_RawFree(fe);
         PyObject *why = gfx_fetch_exception();
         PyObject *name = gfx_callable_name(fn);
@@ -364,6 +368,7 @@ slot_write(gfx_pslot *s, const gfx_msg *m)
         return rc;
     }
     if (m->nfds > 0) {
+        gfx_msg_deliver(m);
         rc = gfx_send_fds(s->sock, m->fds, m->nfds);
         if (rc < 0) {
             return rc;
@@ -1287,8 +1292,9 @@ gfx_proc_init(PoolObject *pool, uint32_t nworkers, const gfx_proc_options *opt)
     e->reaper = Py_XNewRef(opt->reaper);
     gf_ec_init(&e->idle_ec);
     pthread_mutex_init(&e->lock, NULL);
+    e->segs = gfx_segcache_new();
     pool->proc = e;
-    if (e->slots == NULL || e->replace == NULL) {
+    if (e->slots == NULL || e->replace == NULL || e->segs == NULL) {
         PyErr_NoMemory();
         return -1;
     }
@@ -1414,6 +1420,7 @@ engine_destroy(PoolObject *pool, int kill_workers)
         close(e->pool_pidfd);
     }
     gf_shm_close(&e->poolmem);
+    gfx_segcache_free(e->segs);
     Py_XDECREF(e->starter);
     Py_XDECREF(e->reaper);
     for (uint32_t i = 0; e->slots && i < e->n; i++) {
@@ -1592,8 +1599,10 @@ make_apply_task(gfx_engine *e, int kind, PyObject *fn, PyObject *args,
     head.flags = GF_TASK_APPLY;
     t->count = 1;
     t->tflags = GF_TASK_APPLY;
+    gfx_segcache *prev = gfx_segcache_use(e->segs);
     int rc = gfx_encode(e->st, GF_MSG_TASK, &head, one, 0,
                         GF_RING_MAX_PAYLOAD(RING_CAPACITY) / 2, &t->msg);
+    gfx_segcache_use(prev);
     if (rc < 0) {
         /* Say which argument does not pickle. */
         PyObject *why = gfx_fetch_exception();
@@ -1779,8 +1788,10 @@ job_encode(ProcMapObject *j, int64_t start, int64_t count, PyObject *items)
                             &t->msg);
     }
     else {
+        gfx_segcache *prev = gfx_segcache_use(e->segs);
         rc = gfx_encode(e->st, GF_MSG_TASK, &head, items, GFX_ENC_FIXED,
                         GF_RING_MAX_PAYLOAD(RING_CAPACITY) / 2, &t->msg);
+        gfx_segcache_use(prev);
         if (rc < 0) {
             /* Find the item that does not pickle, for the message. */
             PyObject *why = gfx_fetch_exception();
@@ -2392,7 +2403,18 @@ gfx_proc_map(PoolObject *pool, PyObject *fn, PyObject *iterable,
     j->method = method;
     j->fixed = fixed;
     j->total = -1;
+    /* Chunks in flight: adaptive chunks carry ~3 ms of work each, so a
+     * few per worker keep everyone busy; small fixed chunks need many
+     * more to hide the round trip (the per-worker queues still only take
+     * ~4 ms of work each: the rest waits here, so balance is kept). */
     j->window = 3 * (int64_t)e->n < 4 ? 4 : 3 * (int64_t)e->n;
+    if (flags & GFX_MAP_LAZY) {
+        /* The read-ahead contract of imap (docs/api-contract.md). */
+        j->window = 4 * (int64_t)e->n;
+    }
+    else if (fixed > 0 && fixed < 64) {
+        j->window = 64 * (int64_t)e->n / fixed + j->window;
+    }
     PyObject_GC_Track(j);
     j->sink = PyMem_RawCalloc(1, sizeof *j->sink);
     if (j->sink == NULL) {

@@ -31,6 +31,7 @@ typedef struct {
     int sock;
     PyObject *funcs;      /* {id: callable, or the exception unpickling it
                            * raised} */
+    gfx_segcache *segs;
     int slot;
 } worker;
 
@@ -61,6 +62,7 @@ send_msg(worker *w, gfx_msg *m)
 {
     int rc = 0;
     if (m->nfds > 0) {
+        gfx_msg_deliver(m);
         Py_BEGIN_ALLOW_THREADS
         rc = gfx_send_fds(w->sock, m->fds, m->nfds);
         Py_END_ALLOW_THREADS
@@ -399,7 +401,9 @@ worker_loop(worker *w)
         }
         int fds[GF_MSG_MAX_BUFS];
         if (msg.head.nbufs > 0) {
+            Py_BEGIN_ALLOW_THREADS
             rc = gfx_recv_fds(w->sock, &msg, fds);
+            Py_END_ALLOW_THREADS
             if (rc < 0) {
                 gfx_raise(rc, "gilfree worker: receiving buffers");
                 return -1;
@@ -493,9 +497,15 @@ gfx_worker_main(PyObject *module, PyObject *args)
         goto done;
     }
     w.funcs = PyDict_New();
-    if (w.funcs == NULL) {
+    w.segs = gfx_segcache_new();
+    if (w.funcs == NULL || w.segs == NULL) {
+        if (w.segs == NULL) {
+            PyErr_NoMemory();
+        }
         goto done;
     }
+    /* Results leave through warm segments (this thread encodes them). */
+    gfx_segcache_use(w.segs);
     gf_msg_head_t head = {0};
     head.id = (uint64_t)getpid();
     head.aux = GF_MSG_VERSION;
@@ -512,6 +522,8 @@ gfx_worker_main(PyObject *module, PyObject *args)
         result = Py_NewRef(Py_None);
     }
 done:
+    gfx_segcache_use(NULL);
+    gfx_segcache_free(w.segs);
     Py_XDECREF(w.funcs);
     gf_ring_detach(w.rx);
     gf_ring_detach(w.tx);
