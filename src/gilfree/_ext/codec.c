@@ -175,7 +175,8 @@ seg_acquire(gfx_segcache *c, size_t len, int *err)
         *err = GF_ENOMEM;
         return NULL;
     }
-    int rc = gf_shm_create(GFX_SEG_DATA + cap, "gilfree-buf", &g->shm);
+    int rc = gf_shm_create_ex(GFX_SEG_DATA + cap, "gilfree-buf",
+                              GF_SHM_POPULATE, &g->shm);
     if (rc < 0) {
         PyMem_RawFree(g);
         *err = rc;
@@ -446,6 +447,7 @@ dumps_any(gfx_state *st, PyObject *obj, int prefer_cloud)
         /* The standard pickler's error is the clearer one to report. */
         PyErr_Clear();
         gfx_restore_exception(saved);
+        Py_DECREF(saved);
         return NULL;
     }
     Py_XDECREF(saved);
@@ -723,13 +725,20 @@ gfx_decode(gfx_state *st, const gf_msg_t *msg, int *fds, uint32_t nfds)
     else {
         res = PyObject_CallOneArg(st->pickle_loads, view);
     }
-    /* pickle copies what it keeps from the stream: the view may go. */
+    /* pickle copies what it keeps from the stream: the view may go.  Keep
+     * a loading error across the call (a call with an error set would
+     * replace it). */
+    PyObject *err = res == NULL ? gfx_fetch_exception() : NULL;
     PyObject *r = PyObject_CallMethod(view, "release", NULL);
     Py_XDECREF(r);
     if (r == NULL) {
         PyErr_Clear();
     }
     Py_DECREF(view);
+    if (err != NULL) {
+        gfx_restore_exception(err);
+        Py_DECREF(err);
+    }
 done:
     for (uint32_t i = 0; i < nfds; i++) {
         if (fds[i] >= 0) {

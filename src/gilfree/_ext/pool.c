@@ -597,6 +597,7 @@ Pool_init(PyObject *op, PyObject *args, PyObject *kwargs)
             }
             if (exc != NULL) {
                 gfx_restore_exception(exc);
+                Py_DECREF(exc);
             }
             return -1;
         }
@@ -688,6 +689,7 @@ Pool_dealloc(PyObject *op)
         gfx_proc_free(self);
         if (exc != NULL) {
             gfx_restore_exception(exc);
+            Py_DECREF(exc);
         }
     }
     if (self->core != NULL) {

@@ -40,6 +40,10 @@
 #define QUEUED_WORK_NS 4000000      /* ~work queued ahead per worker */
 #define MAP_TARGET_NS 3000000       /* adaptive chunk: ~3 ms of work */
 #define FN_CACHE_MAX 64             /* functions remembered per pool */
+#define JOB_MAX_INFLIGHT_BYTES ((int64_t)64 << 20)  /* per map, beyond one
+                                                      * chunk per worker */
+#define JOB_CHUNK_BYTES ((int64_t)4 << 20)          /* adaptive chunks of
+                                                      * big items */
 
 enum { PT_MAP = 1, PT_APPLY = 2, PT_SUBMIT = 3 };
 enum {
@@ -81,6 +85,7 @@ typedef struct gfx_ptask {
     gf_exit_t exit;
     int64_t died_index;
     int64_t compute_ns;
+    int64_t bytes;           /* encoded size, buffers included */
     pid_t pid;
 } gfx_ptask;
 
@@ -287,6 +292,7 @@ fn_get(gfx_engine *e, PyObject *fn)
             PyObject *exc = gfx_fetch_exception();
             PyException_SetCause(exc, why);
             gfx_restore_exception(exc);
+            Py_DECREF(exc);
         }
         return NULL;
     }
@@ -820,6 +826,36 @@ ptask_results(gfx_engine *e, gfx_ptask *t, PyObject *fn, PyObject **errors,
     PyObject *obj = gfx_decode(st, &msg, t->res_fds, t->res_nfds);
     t->res_nfds = 0;  /* consumed */
     if (obj == NULL) {
+        /* The worker's answer pickled there but does not unpickle here
+         * (e.g. a class that only exists in the worker): say for which
+         * input, keep the reason as the cause. */
+        PyObject *why = gfx_fetch_exception();
+        if (t->kind == PT_MAP && t->count > 1) {
+            PyErr_Format(PyExc_RuntimeError,
+                         "cannot rebuild the results of inputs %lld..%lld "
+                         "received from worker process %ld: %S",
+                         (long long)t->index0,
+                         (long long)(t->index0 + t->count - 1), (long)t->pid,
+                         why ? why : Py_None);
+        }
+        else if (t->kind == PT_MAP) {
+            PyErr_Format(PyExc_RuntimeError,
+                         "cannot rebuild the result for input index %lld "
+                         "received from worker process %ld: %S",
+                         (long long)t->index0, (long)t->pid,
+                         why ? why : Py_None);
+        }
+        else {
+            PyErr_Format(PyExc_RuntimeError,
+                         "cannot rebuild the result received from worker "
+                         "process %ld: %S", (long)t->pid, why ? why : Py_None);
+        }
+        if (why != NULL) {
+            PyObject *exc = gfx_fetch_exception();
+            PyException_SetCause(exc, why);
+            gfx_restore_exception(exc);
+            Py_DECREF(exc);
+        }
         return NULL;
     }
     unsigned status = msg.head.flags & ~GF_MSG_FLAG_EXT;
@@ -896,6 +932,13 @@ settle_one(gfx_engine *e, gfx_ptask *t)
     }
     if (value == NULL) {
         value = gfx_fetch_exception();
+    }
+    if (value == NULL) {
+        value = PyObject_CallFunction(PyExc_RuntimeError, "s",
+                                      "gilfree: the result was lost");
+        if (value == NULL) {
+            value = gfx_fetch_exception();
+        }
     }
     if (t->kind == PT_APPLY) {
         gfx_asyncresult_finish(t->owner, value, ok);
@@ -1616,6 +1659,7 @@ make_apply_task(gfx_engine *e, int kind, PyObject *fn, PyObject *args,
             PyException_SetCause(exc, why);
         }
         gfx_restore_exception(exc);
+        Py_DECREF(exc);
     }
     Py_DECREF(one);
     if (rc < 0) {
@@ -1733,6 +1777,8 @@ typedef struct {
     gf_chunker_t chunker;
     gfx_sink *sink;
     int64_t inflight;           /* chunks submitted, not yet consumed */
+    int64_t inflight_bytes;     /* their encoded size */
+    int64_t bytes_per_item;     /* running estimate (0: none yet) */
     int64_t window;
     gfx_ptask *ready;           /* received, sorted by index0 */
     int64_t next_out;           /* ordered: next index to hand out */
@@ -1834,12 +1880,23 @@ job_encode(ProcMapObject *j, int64_t start, int64_t count, PyObject *items)
                 PyException_SetCause(exc, why);
             }
             gfx_restore_exception(exc);
+            Py_DECREF(exc);
         }
     }
     if (rc < 0) {
         ptask_free(e, t);
         return NULL;
     }
+    t->bytes = (int64_t)t->msg.len;
+    {
+        gf_msg_t pm;
+        if (gf_msg_parse(t->msg.kind, t->msg.data, t->msg.len, &pm) == 0) {
+            for (uint32_t k = 0; k < pm.head.nbufs; k++) {
+                t->bytes += (int64_t)pm.buflens[k];
+            }
+        }
+    }
+    j->bytes_per_item = t->bytes / (count > 0 ? count : 1);
     t->sink = j->sink;
     atomic_fetch_add(&j->sink->refs, 1);
     if (j->iter != NULL && items != NULL) {
@@ -1900,12 +1957,21 @@ job_star_items(ProcMapObject *j, PyObject *items, int64_t start)
 static int
 job_fill(ProcMapObject *j)
 {
-    while (!j->stop_feeding && !j->exhausted && j->inflight < j->window) {
+    while (!j->stop_feeding && !j->exhausted && j->inflight < j->window &&
+           (j->inflight < (int64_t)j->e->n ||
+            j->inflight_bytes < JOB_MAX_INFLIGHT_BYTES)) {
         int64_t count = j->fixed;
         if (count <= 0) {
             count = gf_chunker_suggest(&j->chunker,
                                        j->total >= 0 ? j->total - j->next_in
                                                      : -1);
+            /* Big items: the copy is the cost the chunker does not see
+             * (it measures compute).  Keep chunks to a few MB so that
+             * sending, computing and receiving overlap. */
+            if (j->bytes_per_item > 0) {
+                int64_t cap = JOB_CHUNK_BYTES / j->bytes_per_item;
+                count = count < cap ? count : (cap > 0 ? cap : 1);
+            }
         }
         if (count > (int64_t)GF_MSG_MAX_COUNT / 2) {
             count = GF_MSG_MAX_COUNT / 2;
@@ -1963,6 +2029,7 @@ job_fill(ProcMapObject *j)
             j->exhausted = 1;
         }
         j->inflight++;
+        j->inflight_bytes += t->bytes;
         eng_submit(j->e, t);
     }
     return 0;
@@ -2005,6 +2072,7 @@ job_split_crashed(ProcMapObject *j, gfx_ptask *t)
             return -1;
         }
         j->inflight++;
+        j->inflight_bytes += nt->bytes;
         eng_submit(j->e, nt);
     }
     t->index0 = d;
@@ -2068,6 +2136,7 @@ job_take(ProcMapObject *j)
     j->ready = t->next;
     t->next = NULL;
     j->inflight--;
+    j->inflight_bytes -= t->bytes;
     if (t->index0 + (int64_t)t->count > j->next_out) {
         j->next_out = t->index0 + (int64_t)t->count;
     }
@@ -2160,6 +2229,7 @@ job_cancel_pending(ProcMapObject *j)
             drop = t;
             e->outstanding--;
             j->inflight--;
+            j->inflight_bytes -= t->bytes;
         }
         else {
             last = t;
@@ -2239,6 +2309,7 @@ job_next(ProcMapObject *j)
                 }
                 if (found) {
                     gfx_restore_exception(exc);
+                    Py_DECREF(exc);
                     return NULL;
                 }
             }
@@ -2565,6 +2636,7 @@ gfx_proc_map(PoolObject *pool, PyObject *fn, PyObject *iterable,
     if (first_err != NULL) {
         Py_DECREF(out);
         gfx_restore_exception(first_err);
+        Py_DECREF(first_err);
         return NULL;
     }
     return out;

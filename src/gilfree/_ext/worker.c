@@ -100,9 +100,9 @@ describe_unpicklable(PyObject *exc, PyObject *why)
 /* Encode a RESULT.  `errors` is NULL or a list of (offset, exc, tb_text)
  * tuples, in which case the payload is (results, errors). */
 static int
-encode_result(worker *w, uint64_t id, int64_t index0, int64_t compute_ns,
-              PyObject *results, PyObject *errors, int64_t first_error,
-              gfx_msg *m)
+encode_result(worker *w, uint64_t id, int64_t index0, int apply,
+              int64_t compute_ns, PyObject *results, PyObject *errors,
+              int64_t first_error, gfx_msg *m)
 {
     gfx_state *st = w->st;
     gf_msg_head_t head = {0};
@@ -148,7 +148,14 @@ encode_result(worker *w, uint64_t id, int64_t index0, int64_t compute_ns,
         }
     }
     PyObject *exc;
-    if (bad >= 0) {
+    if (bad >= 0 && apply) {
+        PyObject *msg = PyUnicode_FromFormat(
+            "cannot send the result (a %s) back from the worker process: %S",
+            Py_TYPE(badobj)->tp_name, why ? why : Py_None);
+        exc = msg ? PyObject_CallOneArg(st->PicklingError, msg) : NULL;
+        Py_XDECREF(msg);
+    }
+    else if (bad >= 0) {
         PyObject *msg = PyUnicode_FromFormat(
             "cannot send the result for input index %lld (a %s) back from "
             "the worker process: %S", (long long)(index0 + bad),
@@ -160,11 +167,17 @@ encode_result(worker *w, uint64_t id, int64_t index0, int64_t compute_ns,
         /* The results pickle; an exception in `errors` did not. */
         exc = why ? describe_unpicklable(why, why) : NULL;
     }
+    /* The worker-side story: the pickling error's own traceback. */
+    PyObject *tb = why ? traceback_text(st, why) : NULL;
+    if (tb == NULL) {
+        PyErr_Clear();
+        tb = PyUnicode_FromString("");
+    }
     Py_XDECREF(why);
     if (exc == NULL) {
+        Py_XDECREF(tb);
         return -1;
     }
-    PyObject *tb = PyUnicode_FromString("");
     Py_ssize_t off = bad >= 0 ? bad : (first_error >= 0 ? first_error : 0);
     PyObject *entry = tb ? Py_BuildValue("(nOO)", off, exc, tb) : NULL;
     Py_XDECREF(tb);
@@ -249,12 +262,26 @@ run_task(worker *w, const gf_msg_t *msg, int *fds)
             PyErr_Clear();
             tb = PyUnicode_FromString("");
         }
+        /* Every item of the task fails with it (imap raises at each). */
         errors = PyList_New(0);
-        PyObject *e = (exc && tb) ? Py_BuildValue("(iOO)", 0, exc, tb) : NULL;
-        if (e == NULL || errors == NULL || PyList_Append(errors, e) < 0) {
-            PyErr_Clear();
+        Py_CLEAR(results);
+        results = PyList_New(0);
+        for (uint32_t i = 0; errors && results && exc && tb &&
+                             i < msg->head.count; i++) {
+            PyObject *e = Py_BuildValue("(IOO)", i, exc, tb);
+            if (e == NULL || PyList_Append(errors, e) < 0 ||
+                PyList_Append(results, Py_None) < 0) {
+                PyErr_Clear();
+            }
+            Py_XDECREF(e);
         }
-        Py_XDECREF(e);
+        if (errors != NULL && PyList_GET_SIZE(errors) == 0 && exc && tb) {
+            PyObject *e = Py_BuildValue("(iOO)", 0, exc, tb);
+            if (e == NULL || PyList_Append(errors, e) < 0) {
+                PyErr_Clear();
+            }
+            Py_XDECREF(e);
+        }
         Py_XDECREF(exc);
         Py_XDECREF(tb);
         first_error = 0;
@@ -334,8 +361,8 @@ run_task(worker *w, const gf_msg_t *msg, int *fds)
     gfx_msg m;
     int rc = -1;
     if (results != NULL) {
-        rc = encode_result(w, id, index0, compute_ns, results, errors,
-                           first_error, &m);
+        rc = encode_result(w, id, index0, (flags & GF_TASK_APPLY) != 0,
+                           compute_ns, results, errors, first_error, &m);
     }
     Py_XDECREF(results);
     Py_XDECREF(errors);
