@@ -1,0 +1,168 @@
+/* Private header of the process backend's pool side (procpool.c: the
+ * engine, channels, dispatch, collector; procmap.c: map jobs). */
+#ifndef GILFREE_EXT_PROCPOOL_H
+#define GILFREE_EXT_PROCPOOL_H
+
+#include "gfext.h"
+
+#define RING_CAPACITY (2u << 20)    /* per direction per worker */
+#define MAX_FIFO 256                /* tasks queued on one worker */
+#define QUEUED_WORK_NS 4000000      /* ~work queued ahead per worker */
+#define MAP_TARGET_NS 3000000       /* adaptive chunk: ~3 ms of work */
+#define FN_CACHE_MAX 64             /* functions remembered per pool */
+#define JOB_MAX_INFLIGHT_BYTES ((int64_t)64 << 20)  /* per map, beyond one
+                                                      * chunk per worker */
+#define JOB_CHUNK_BYTES ((int64_t)4 << 20)          /* adaptive chunks of
+                                                      * big items */
+
+enum { PT_MAP = 1, PT_APPLY = 2, PT_SUBMIT = 3 };
+enum {
+    OUT_NONE = 0, OUT_DONE, OUT_DIED, OUT_TIMEDOUT, OUT_CANCELLED,
+    OUT_BROKEN,   /* the pool could not send it (error in err_text) */
+};
+enum { SLOT_EMPTY = 0, SLOT_LIVE, SLOT_DEAD };
+
+typedef struct gfx_fnent {
+    struct gfx_fnent *next;
+    uint64_t id;
+    PyObject *fn;            /* strong; keeps id(fn) unique */
+    gfx_msg def;             /* the encoded FUNC message */
+    int pins;                /* tasks using it (engine lock) */
+    uint64_t last_use;
+} gfx_fnent;
+
+typedef struct gfx_sink gfx_sink;
+
+typedef struct gfx_ptask {
+    struct gfx_ptask *next;
+    uint64_t id;
+    int kind;
+    int outcome;
+    PyObject *owner;         /* AsyncResult / Future (strong), or NULL */
+    gfx_sink *sink;          /* map chunks: where the result goes */
+    PyObject *items;         /* map over an iterator: the chunk's items */
+    int64_t index0;
+    uint32_t count;
+    uint16_t tflags;
+    gfx_fnent *fe;           /* pinned */
+    gfx_msg msg;
+    int attempts;
+    /* Result, filled by the collector. */
+    unsigned char *res;
+    size_t res_len;
+    int *res_fds;
+    uint32_t res_nfds;
+    gf_exit_t exit;
+    int64_t died_index;
+    int64_t compute_ns;
+    int64_t bytes;           /* encoded size, buffers included */
+    pid_t pid;
+} gfx_ptask;
+
+/* Where a map's chunks arrive.  Refcounted without the GIL: the job holds
+ * one reference, every chunk in flight one. */
+struct gfx_sink {
+    _Atomic long refs;
+    pthread_mutex_t lock;
+    gfx_ptask *head, *tail;      /* done chunks, lock */
+    _Atomic int ndone;
+    _Atomic int cancelled;       /* nobody will consume: garbage */
+    gf_ec_t ec;
+};
+
+typedef struct {
+    int state;                   /* SLOT_*, engine lock */
+    uint32_t gen;
+    gf_shm_t mem;
+    gf_ring_t *tx, *rx;
+    gfx_ctl *ctl;
+    int sock;
+    pid_t pid;
+    PyObject *process;           /* GIL */
+    gfx_ptask *head, *tail;      /* sent, in order (engine lock) */
+    uint32_t nfifo;
+    int64_t queued_items;
+    gfx_fnent **sent_fns;        /* functions this worker has */
+    uint32_t nsent_fns, capsent_fns;
+    _Atomic int dead;            /* set by the supervisor callback */
+    gf_exit_t exit;              /* written before `dead` (release) */
+    uint64_t timeout_task;       /* collector: killed for this task */
+    int64_t timeout_index;
+    int watched;
+    int broken;                  /* protocol error: being killed */
+    int hello;                   /* the worker said HELLO (collector) */
+    uint32_t cancel_next;        /* next ctl->cancel entry (engine lock) */
+} gfx_pslot;
+
+struct gfx_engine {
+    gfx_state *st;
+    PyInterpreterState *interp;
+    uint32_t n;
+    gfx_pslot *slots;
+    gf_shm_t poolmem;
+    gf_ec_t *doorbell;
+    int pool_pidfd;
+    pid_t pool_pid;
+    gf_supervisor_t *sup;
+    pthread_mutex_t lock;
+    gfx_ptask *pend_head, *pend_tail;
+    int64_t outstanding;         /* tasks not yet settled (lock) */
+    gf_ec_t idle_ec;             /* notified when outstanding drops to 0 */
+    _Atomic int64_t outstanding_atomic;
+    gfx_fnent *fns;
+    uint32_t nfns;
+    uint64_t next_fn_id, use_clock;
+    _Atomic uint64_t next_task_id;
+    _Atomic int64_t avg_item_ns; /* EWMA of compute time per item */
+    pthread_t collector;
+    int collector_started;
+    _Atomic int stop;            /* collector: leave */
+    _Atomic int closing;         /* join(): no worker replacement when idle */
+    _Atomic int terminating;     /* terminate(): deaths are ours, tasks are
+                                  * cancelled, nobody is replaced */
+    gfx_ptask *garbage;          /* collector-local lists */
+    gfx_ptask *settle_head, *settle_tail;
+    uint32_t needs_replace;      /* bitmask would limit us: see replace[] */
+    unsigned char *replace;      /* collector-local: slot needs a worker */
+    int64_t timeout_ns;
+    int retries;
+    int startup_failures;        /* workers in a row that died before
+                                  * their HELLO (collector) */
+    gfx_segcache *segs;          /* warm segments for buffers we send */
+    int children;                /* workers are our children (NOREAP) */
+    PyObject *starter, *reaper;
+    char start_error[256];       /* last failure to start a worker */
+};
+
+static inline void
+eng_lock(gfx_engine *e)
+{
+    pthread_mutex_lock(&e->lock);
+}
+
+static inline void
+eng_unlock(gfx_engine *e)
+{
+    pthread_mutex_unlock(&e->lock);
+}
+
+/* Shared by procpool.c and procmap.c (see their definitions). */
+/* 0, or -1 with RuntimeError in a process forked from the pool's. */
+int gfx_pp_check_owner(gfx_engine *e, const char *method);
+void gfx_pp_submit(gfx_engine *e, gfx_ptask *t);
+/* One (offset, exc, tb_text) entry of a result -> the decorated exception;
+ * *index gets its input index. */
+PyObject *gfx_pp_entry_exception(gfx_engine *e, gfx_ptask *t, PyObject *entry,
+                                 PyObject *fn, int64_t *index);
+gfx_fnent *gfx_pp_fn_get(gfx_engine *e, PyObject *fn);
+void gfx_pp_ptask_free(gfx_engine *e, gfx_ptask *t);
+gfx_ptask *gfx_pp_ptask_new(gfx_engine *e, int kind);
+/* Decode a settled task: its results list, or NULL with *failure (a task
+ * that did not complete) or with an exception set (see procpool.c). */
+PyObject *gfx_pp_ptask_results(gfx_engine *e, gfx_ptask *t, PyObject *fn,
+                               PyObject **errors, PyObject **failure,
+                               int64_t *fail_index);
+void gfx_pp_sink_decref(gfx_sink *s);
+void gfx_pp_withdraw_sent_locked(gfx_pslot *s, gfx_ptask *t);
+
+#endif /* GILFREE_EXT_PROCPOOL_H */
