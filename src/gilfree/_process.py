@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import pickle
 import sys
 import threading
 import warnings
@@ -46,6 +47,41 @@ class _Fd:
 
 def _rebuild_fd(dup: Any) -> _Fd:
     return _Fd(dup.detach())
+
+
+class _LargeBuffer:
+    """Wraps bytes, bytearray or memoryview of 64 KiB and more on their way to
+    another process, so that pickle protocol 5 sends their memory out of band
+    (in shared memory) instead of inside the pickle stream."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: Any) -> None:
+        self.obj = obj
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        obj = self.obj
+        kind = type(obj).__name__
+        if isinstance(obj, memoryview):
+            fmt, shape = obj.format, obj.shape
+            if not obj.contiguous:
+                obj = obj.tobytes()
+            return (_rebuild_buffer, (pickle.PickleBuffer(obj), kind, fmt, shape))
+        return (_rebuild_buffer, (pickle.PickleBuffer(obj), kind, "B", None))
+
+
+def _rebuild_buffer(buf: Any, kind: str, fmt: str, shape: Any) -> Any:
+    """The receiving side: a memoryview stays a view of the shared memory (no
+    copy); bytes and bytearray are rebuilt from it (their types own their bytes)."""
+    view = memoryview(buf)
+    if kind == "bytes":
+        return view.tobytes()
+    if kind == "bytearray":
+        return bytearray(view)
+    view = view.cast("B")
+    if shape is not None and (fmt != "B" or len(shape) != 1):
+        view = view.cast(fmt, shape)
+    return view
 
 
 def _worker_entry(mem: _Fd, pool: _Fd, sock: _Fd, pidfd: Optional[_Fd], pool_pid: int, slot: int) -> None:

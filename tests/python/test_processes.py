@@ -912,6 +912,37 @@ def test_large_bytes_round_trip(kind):
         assert outs == [data[::-1], data]
 
 
+def memoryview_info(view):
+    """(type name, format, shape, type name of the exporting object)."""
+    return type(view).__name__, view.format, view.shape, type(view.obj).__name__
+
+
+def make_view(n):
+    return memoryview(bytearray(b"v" * n)).cast("I")
+
+
+def test_large_memoryviews_travel_out_of_band():
+    np = pytest.importorskip("numpy")
+    arr = np.arange(64 * 1024, dtype=np.int32).reshape(256, 256)
+    view = memoryview(arr)
+    with gilfree.Pool(WORKERS, backend="processes") as pool:
+        # In the worker the argument is still a memoryview, with its format and
+        # shape, over shared memory: no copy into the pickle stream.
+        assert pool.apply(memoryview_info, (view,)) == ("memoryview", "i", (256, 256), "ShmBuffer")
+        # A non-contiguous view arrives as a contiguous one with the same items.
+        sliced = memoryview(arr)[::2]
+        assert pool.apply(memoryview_info, (sliced,))[:3] == ("memoryview", "i", (128, 256))
+        # A large memoryview result comes back over shared memory too.
+        out = pool.apply(make_view, (1 << 20,))
+        assert type(out) is memoryview and out.format == "I" and len(out) == (1 << 18)
+        assert type(out.obj).__name__ == "ShmBuffer"
+        assert out.tobytes() == b"v" * (1 << 20)
+        # A small view travels inside the pickle stream, and is still a
+        # memoryview on arrival (plain pickle cannot send one at all).
+        small = memoryview(b"tiny")
+        assert pool.apply(memoryview_info, (small,))[:3] == ("memoryview", "B", (4,))
+
+
 # --------------------------------------------------------------------------
 # 9. Start methods and option checks
 

@@ -454,6 +454,121 @@ dumps_any(gfx_state *st, PyObject *obj, int prefer_cloud)
     return res;
 }
 
+/* bytes, bytearray and memoryview own (or show) their memory inline, so
+ * pickle copies them into the stream; from 64 KiB on, wrap them so that
+ * they go out of band like numpy arrays.  Done down to three levels of
+ * lists, tuples and dict values: a task's or result's list of items, the
+ * tuples among them (starmap), apply's (args, kwargs) pair and their
+ * elements -- where arguments and results live.  Returns a new reference:
+ * obj itself when nothing is large. */
+static int
+is_large_buffer(PyObject *o)
+{
+    if (PyBytes_CheckExact(o)) {
+        return PyBytes_GET_SIZE(o) >= GFX_OOB_MIN;
+    }
+    if (PyByteArray_CheckExact(o)) {
+        return PyByteArray_GET_SIZE(o) >= GFX_OOB_MIN;
+    }
+    if (PyMemoryView_Check(o)) {
+        /* Any size: pickle cannot send a memoryview at all (cloudpickle
+         * would turn it into bytes); wrapped, a small one travels in band
+         * and still arrives as a memoryview. */
+        return 1;
+    }
+    return 0;
+}
+
+static PyObject *
+wrap_large(gfx_state *st, PyObject *o, int depth)
+{
+    if (is_large_buffer(o)) {
+        if (st->LargeBuffer == NULL) {
+            PyObject *mod = PyImport_ImportModule("gilfree._process");
+            PyObject *cls = mod ? PyObject_GetAttrString(mod, "_LargeBuffer")
+                                : NULL;
+            Py_XDECREF(mod);
+            if (cls == NULL) {
+                return NULL;
+            }
+            if (st->LargeBuffer == NULL) {
+                st->LargeBuffer = cls;
+            }
+            else {
+                Py_DECREF(cls);
+            }
+        }
+        return PyObject_CallOneArg(st->LargeBuffer, o);
+    }
+    if (depth >= 3 || !(PyList_CheckExact(o) || PyTuple_CheckExact(o) ||
+                        PyDict_CheckExact(o))) {
+        return Py_NewRef(o);
+    }
+    if (PyDict_CheckExact(o)) {
+        PyObject *key, *val, *copy = NULL;
+        Py_ssize_t pos = 0;
+        while (PyDict_Next(o, &pos, &key, &val)) {
+            if (!is_large_buffer(val)) {
+                continue;
+            }
+            if (copy == NULL && (copy = PyDict_Copy(o)) == NULL) {
+                return NULL;
+            }
+            PyObject *w = wrap_large(st, val, depth + 1);
+            if (w == NULL || PyDict_SetItem(copy, key, w) < 0) {
+                Py_XDECREF(w);
+                Py_DECREF(copy);
+                return NULL;
+            }
+            Py_DECREF(w);
+        }
+        return copy ? copy : Py_NewRef(o);
+    }
+    int is_list = PyList_CheckExact(o);
+    Py_ssize_t n = is_list ? PyList_GET_SIZE(o) : PyTuple_GET_SIZE(o);
+    PyObject *copy = NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = is_list ? PyList_GET_ITEM(o, i) : PyTuple_GET_ITEM(o, i);
+        PyObject *w = wrap_large(st, item, depth + 1);
+        if (w == NULL) {
+            Py_XDECREF(copy);
+            return NULL;
+        }
+        if (w == item && copy == NULL) {
+            Py_DECREF(w);
+            continue;
+        }
+        if (copy == NULL) {
+            copy = is_list ? PyList_GetSlice(o, 0, n) : PyTuple_GetSlice(o, 0, n);
+            if (copy == NULL) {
+                Py_DECREF(w);
+                return NULL;
+            }
+        }
+        if (is_list) {
+            PyList_SetItem(copy, i, w);  /* steals w */
+        }
+        else {
+            /* A fresh slice of a tuple may be shared when it equals the
+             * original: build a new tuple instead. */
+            if (Py_REFCNT(copy) != 1 || copy == o) {
+                PyObject *t = PyTuple_New(n);
+                if (t == NULL) {
+                    Py_DECREF(w);
+                    Py_DECREF(copy);
+                    return NULL;
+                }
+                for (Py_ssize_t k = 0; k < n; k++) {
+                    PyTuple_SET_ITEM(t, k, Py_NewRef(PyTuple_GET_ITEM(copy, k)));
+                }
+                Py_SETREF(copy, t);
+            }
+            Py_SETREF(PyTuple_GET_ITEM(copy, i), w);
+        }
+    }
+    return copy ? copy : Py_NewRef(o);
+}
+
 int
 gfx_encode(gfx_state *st, uint32_t kind, gf_msg_head_t *head, PyObject *obj,
            int flags, size_t max_inline, gfx_msg *m)
@@ -475,10 +590,17 @@ gfx_encode(gfx_state *st, uint32_t kind, gf_msg_head_t *head, PyObject *obj,
     if (oob == NULL) {
         return -1;
     }
+    PyObject *wrapped = kind == GF_MSG_FUNC ? Py_NewRef(obj)
+                                            : wrap_large(st, obj, 0);
+    if (wrapped == NULL) {
+        Py_DECREF(oob);
+        return -1;
+    }
     PyObject *saved = gfx__oob_list;
     gfx__oob_list = oob;
-    PyObject *data = dumps_any(st, obj, (flags & GFX_ENC_CLOUD) != 0);
+    PyObject *data = dumps_any(st, wrapped, (flags & GFX_ENC_CLOUD) != 0);
     gfx__oob_list = saved;
+    Py_DECREF(wrapped);
     if (data == NULL) {
         Py_DECREF(oob);
         return -1;

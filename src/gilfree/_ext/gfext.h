@@ -69,6 +69,7 @@ typedef struct {
     PyObject *oob_callback;         /* codec.c's buffer callback */
     PyObject *kw_buffer_callback;   /* ("buffer_callback",) */
     PyObject *kw_buffers;           /* ("buffers",) */
+    PyObject *LargeBuffer;          /* gilfree._process._LargeBuffer, lazily */
 } gfx_state;
 
 /* The module definition (module.c), to find our state from any type. */

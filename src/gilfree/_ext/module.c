@@ -429,6 +429,7 @@ core_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->oob_callback);
     Py_VISIT(st->kw_buffer_callback);
     Py_VISIT(st->kw_buffers);
+    Py_VISIT(st->LargeBuffer);
     return gfx_future_traverse(st, visit, arg);
 }
 
@@ -463,6 +464,7 @@ core_clear(PyObject *module)
     Py_CLEAR(st->oob_callback);
     Py_CLEAR(st->kw_buffer_callback);
     Py_CLEAR(st->kw_buffers);
+    Py_CLEAR(st->LargeBuffer);
     gfx_future_clear(st);
     return 0;
 }
