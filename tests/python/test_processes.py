@@ -1203,3 +1203,31 @@ def test_no_dev_shm_entries():
 
     gc.collect()
     assert memfd_mappings() == maps, f"memfd mappings {maps} -> {memfd_mappings()}"
+
+
+# --------------------------------------------------------------------------
+# terminate() from another thread while the caller waits
+
+
+@pytest.mark.parametrize("method", ["map", "imap"])
+def test_terminate_from_another_thread_while_mapping(method):
+    pool = gilfree.Pool(WORKERS, backend="processes")
+    try:
+        pool.map(square, range(4))
+        timer = threading.Timer(0.3, pool.terminate)
+        timer.start()
+        t0 = time.monotonic()
+        with pytest.raises(cf.CancelledError):
+            if method == "map":
+                pool.map(sleep_return, [0.05] * 400, chunksize=1)
+            else:
+                for _ in pool.imap(sleep_return, [0.05] * 400, chunksize=1):
+                    pass
+        assert time.monotonic() - t0 < 5
+        timer.join()
+        assert pool.state in ("terminated", "joined")
+        with pytest.raises(ValueError):
+            pool.map(square, range(3))
+    finally:
+        pool.terminate()
+        pool.join()

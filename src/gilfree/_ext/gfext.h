@@ -147,6 +147,8 @@ typedef struct {
     gf_pool_t *core;             /* NULL until __init__ succeeds (threads) */
     gfx_engine *proc;            /* the process backend, or NULL (also
                                   * after it was joined) */
+    gfx_engine *proc_retired;    /* after join/terminate: its memory, kept
+                                  * for map jobs until dealloc */
     int backend_proc;            /* 1: backend="processes" */
     gfx_pool_shared *shared;     /* with the worker threads */
     uint32_t nworkers;
@@ -411,8 +413,10 @@ int gfx_proc_terminate(PoolObject *pool);
 /* apply() interrupted: withdraw the task of this AsyncResult if it has not
  * started. */
 void gfx_proc_abandon(PoolObject *pool, PyObject *ar);
-/* From dealloc: terminate without raising. */
+/* Terminate without raising (failed __init__). */
 void gfx_proc_free(PoolObject *pool);
+/* From dealloc: terminate if needed and free the engine's memory. */
+void gfx_proc_dealloc(PoolObject *pool);
 PyObject *gfx_proc_pids(PoolObject *pool);
 /* MapIterator support for process maps. */
 PyObject *gfx_procmap_next(PyObject *job);

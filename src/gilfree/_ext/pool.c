@@ -683,10 +683,10 @@ Pool_dealloc(PyObject *op)
     if (self->weakreflist != NULL) {
         PyObject_ClearWeakRefs(op);
     }
-    if (self->proc != NULL) {
+    if (self->proc != NULL || self->proc_retired != NULL) {
         /* Never joined (gilfree.Pool warned): the workers are killed. */
         PyObject *exc = gfx_fetch_exception();
-        gfx_proc_free(self);
+        gfx_proc_dealloc(self);
         if (exc != NULL) {
             gfx_restore_exception(exc);
             Py_DECREF(exc);

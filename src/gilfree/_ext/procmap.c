@@ -600,15 +600,8 @@ PyObject *
 gfx_procmap_next(PyObject *op)
 {
     ProcMapObject *j = PM(op);
-    if (j->e == NULL || j->pool->proc != j->e) {
-        if (!j->finished) {
-            j->finished = 1;
-            PyErr_SetString(PyExc_ValueError,
-                            "the Pool of this iterator was shut down");
-            return NULL;
-        }
-        return NULL;
-    }
+    /* A job whose pool was shut down still works on the retired engine:
+     * what was in flight comes back cancelled, nothing new is sent. */
     PyObject *item = job_next(j);
     if (item == NULL && PyErr_Occurred() &&
         PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {
@@ -621,7 +614,7 @@ void
 gfx_procmap_cancel(PyObject *op)
 {
     ProcMapObject *j = PM(op);
-    if (j->e != NULL && j->pool != NULL && j->pool->proc == j->e) {
+    if (j->e != NULL && j->pool != NULL) {
         job_cancel(j);
     }
     else {

@@ -361,10 +361,30 @@ gfx_pp_withdraw_sent_locked(gfx_pslot *s, gfx_ptask *t)
 }
 
 /* Queue a new task and dispatch what can go.  With or without the GIL. */
+static void deliver_locked(gfx_engine *e, gfx_ptask *t);
+static void settle_one(gfx_engine *e, gfx_ptask *t);
+
 void
 gfx_pp_submit(gfx_engine *e, gfx_ptask *t)
 {
     eng_lock(e);
+    if (e->shut) {
+        /* The pool was shut down under us (terminate() from another
+         * thread): the task is cancelled at once.  We hold the GIL. */
+        eng_unlock(e);
+        t->outcome = OUT_CANCELLED;
+        if (t->kind == PT_MAP) {
+            eng_lock(e);
+            e->outstanding++;
+            deliver_locked(e, t);
+            eng_unlock(e);
+        }
+        else {
+            settle_one(e, t);
+            gfx_pp_ptask_free(e, t);
+        }
+        return;
+    }
     e->outstanding++;
     atomic_store(&e->outstanding_atomic, e->outstanding);
     pending_push_locked(e, t, 0);
@@ -1323,16 +1343,38 @@ engine_destroy(PoolObject *pool, int kill_workers)
     }
     gf_shm_close(&e->poolmem);
     gfx_segcache_free(e->segs);
-    Py_XDECREF(e->starter);
-    Py_XDECREF(e->reaper);
+    e->segs = NULL;
+    Py_CLEAR(e->starter);
+    Py_CLEAR(e->reaper);
     for (uint32_t i = 0; e->slots && i < e->n; i++) {
         PyMem_RawFree(e->slots[i].sent_fns);
+        e->slots[i].sent_fns = NULL;
     }
-    PyMem_RawFree(e->slots);
-    PyMem_RawFree(e->replace);
-    pthread_mutex_destroy(&e->lock);
-    PyMem_RawFree(e);
+    /* The struct, its lock and its slots stay until the Pool object goes:
+     * map jobs and iterators (which hold the Pool) may still look at them;
+     * with `shut` set and no slots nothing can be sent any more. */
+    eng_lock(e);
+    e->shut = 1;
+    e->n = 0;
+    eng_unlock(e);
     pool->proc = NULL;
+    pool->proc_retired = e;
+}
+
+void
+gfx_proc_dealloc(PoolObject *pool)
+{
+    if (pool->proc != NULL) {
+        engine_destroy(pool, 1);
+    }
+    gfx_engine *e = pool->proc_retired;
+    pool->proc_retired = NULL;
+    if (e != NULL) {
+        PyMem_RawFree(e->slots);
+        PyMem_RawFree(e->replace);
+        pthread_mutex_destroy(&e->lock);
+        PyMem_RawFree(e);
+    }
 }
 
 int
@@ -1359,7 +1401,9 @@ gfx_proc_terminate(PoolObject *pool)
 void
 gfx_proc_free(PoolObject *pool)
 {
-    engine_destroy(pool, 1);
+    if (pool->proc != NULL) {
+        engine_destroy(pool, 1);
+    }
 }
 
 int

@@ -120,6 +120,7 @@ struct gfx_engine {
     _Atomic int closing;         /* join(): no worker replacement when idle */
     _Atomic int terminating;     /* terminate(): deaths are ours, tasks are
                                   * cancelled, nobody is replaced */
+    int shut;                    /* shut down: nothing more is sent (lock) */
     gfx_ptask *garbage;          /* collector-local lists */
     gfx_ptask *settle_head, *settle_tail;
     uint32_t needs_replace;      /* bitmask would limit us: see replace[] */
