@@ -49,8 +49,10 @@ gfz_check_accepted(uint32_t kind, const unsigned char *frame, size_t len, const 
         GFZ_CHECK(m->buflens == NULL);
     }
     else {
-        GFZ_CHECK(kind == GF_MSG_TASK || kind == GF_MSG_RESULT);
-        GFZ_CHECK(h->codec == GF_CODEC_PICKLE);
+        /* Buffers: TASK and RESULT, or a FUNC whose payload is EXT; beside
+         * a pickle, or only the EXT payload (checked below). */
+        GFZ_CHECK(kind == GF_MSG_TASK || kind == GF_MSG_RESULT ||
+                  (kind == GF_MSG_FUNC && (h->flags & GF_MSG_FLAG_EXT)));
         GFZ_CHECK((const unsigned char *)m->buflens == frame + GF_MSG_HEAD_SIZE);
         GFZ_CHECK((const unsigned char *)(m->buflens + h->nbufs) <= frame + len);
         for (uint32_t i = 0; i < h->nbufs; i++) {
@@ -66,35 +68,50 @@ gfz_check_accepted(uint32_t kind, const unsigned char *frame, size_t len, const 
         sink = (unsigned char)(sink + m->payload[i]);
     }
     (void)sink;
+    /* With EXT the payload is the last buffer: the length rules apply to
+     * it, and the frame itself carries none. */
+    int ext = (h->flags & GF_MSG_FLAG_EXT) != 0;
+    uint64_t eff = m->payload_len;
+    if (ext) {
+        GFZ_CHECK(kind == GF_MSG_TASK || kind == GF_MSG_RESULT ||
+                  kind == GF_MSG_FUNC);
+        GFZ_CHECK(h->nbufs >= 1 && m->payload_len == 0);
+        eff = m->buflens[h->nbufs - 1];
+    }
     switch (h->codec) {
     case GF_CODEC_I64:
     case GF_CODEC_F64:
-        GFZ_CHECK((uint64_t)m->payload_len == (uint64_t)h->count * 8u);
+        GFZ_CHECK(eff == (uint64_t)h->count * 8u);
         break;
     case GF_CODEC_RANGE:
-        GFZ_CHECK(m->payload_len == 16);
+        GFZ_CHECK(eff == 16);
         break;
     case GF_CODEC_NONE:
-        GFZ_CHECK(m->payload_len == 0);
+        GFZ_CHECK(eff == 0);
         break;
     default:
         break;
     }
+    if (h->codec != GF_CODEC_PICKLE) {
+        GFZ_CHECK(h->nbufs == (uint32_t)ext);
+    }
 
+    unsigned flags = h->flags & ~GF_MSG_FLAG_EXT;
     switch (kind) {
     case GF_MSG_TASK:
-        GFZ_CHECK((h->flags & ~GF_TASK_FLAGS_ALL) == 0);
-        GFZ_CHECK(!(h->flags & GF_TASK_APPLY) || h->count == 1);
+        GFZ_CHECK((flags & ~GF_TASK_FLAGS_ALL) == 0);
+        GFZ_CHECK(!(flags & GF_TASK_APPLY) || h->count == 1);
         break;
     case GF_MSG_RESULT:
-        GFZ_CHECK(h->flags <= GF_RESULT_STATUS_MAX);
-        GFZ_CHECK(h->flags == GF_RESULT_OK || h->index0 >= 0);
+        GFZ_CHECK(flags <= GF_RESULT_STATUS_MAX);
+        GFZ_CHECK(flags == GF_RESULT_OK || h->index0 >= 0);
         break;
     case GF_MSG_FUNC:
-        GFZ_CHECK(h->codec == GF_CODEC_PICKLE && m->payload_len > 0);
+        GFZ_CHECK(h->codec == GF_CODEC_PICKLE && eff > 0 && flags == 0);
+        GFZ_CHECK(h->nbufs == (uint32_t)ext);
         break;
     default:
-        GFZ_CHECK(m->payload_len == 0);
+        GFZ_CHECK(m->payload_len == 0 && h->nbufs == 0);
         break;
     }
 

@@ -282,6 +282,51 @@ TEST_IMPL(msg_parse_rejects)
     ASSERT_NULL(m.payload);
 }
 
+/* EXT: the payload travels as the last buffer; the frame has none and the
+ * codec's length rule applies to that buffer.  STOP and CANCELLED. */
+TEST_IMPL(msg_parse_ext_and_flags)
+{
+    uint64_t one[1] = {800};
+    uint64_t two[2] = {70000, 4096};
+    gf_msg_head_t h;
+
+    /* Accepted. */
+    h = gft_head(100, GF_CODEC_I64, GF_MSG_FLAG_EXT, 1);
+    one[0] = 800;
+    gft_roundtrip(GF_MSG_TASK, &h, one, NULL, 0);
+    h = gft_head(3, GF_CODEC_PICKLE, GF_TASK_STAR | GF_TASK_STOP | GF_MSG_FLAG_EXT, 2);
+    gft_roundtrip(GF_MSG_TASK, &h, two, NULL, 0);
+    h = gft_head(0, GF_CODEC_PICKLE, GF_RESULT_RAISED | GF_MSG_FLAG_EXT, 1);
+    gft_roundtrip(GF_MSG_RESULT, &h, one, NULL, 0);
+    h = gft_head(0, GF_CODEC_PICKLE, GF_MSG_FLAG_EXT, 1);
+    gft_roundtrip(GF_MSG_FUNC, &h, one, NULL, 0);
+    h = gft_head(0, GF_CODEC_NONE, GF_RESULT_CANCELLED, 0);
+    gft_roundtrip(GF_MSG_RESULT, &h, NULL, NULL, 0);
+
+    /* Rejected: EXT without a buffer, with a frame payload, on a kind
+     * without payload; the length rule on the last buffer; buffers other
+     * than the EXT one beside a fixed codec; flags on FUNC. */
+    unsigned char pay[8] = {0};
+    h = gft_head(1, GF_CODEC_PICKLE, GF_MSG_FLAG_EXT, 0);
+    ASSERT_ERR(gft_parse(GF_MSG_TASK, &h, NULL, NULL, 0), GF_EPROTO);
+    h = gft_head(1, GF_CODEC_PICKLE, GF_MSG_FLAG_EXT, 1);
+    ASSERT_ERR(gft_parse(GF_MSG_TASK, &h, one, pay, sizeof pay), GF_EPROTO);
+    h = gft_head(0, GF_CODEC_NONE, GF_MSG_FLAG_EXT, 1);
+    ASSERT_ERR(gft_parse(GF_MSG_STOP, &h, one, NULL, 0), GF_EPROTO);
+    h = gft_head(99, GF_CODEC_I64, GF_MSG_FLAG_EXT, 1);  /* 99*8 != 800 */
+    ASSERT_ERR(gft_parse(GF_MSG_TASK, &h, one, NULL, 0), GF_EPROTO);
+    h = gft_head(512, GF_CODEC_I64, GF_MSG_FLAG_EXT, 2);
+    ASSERT_ERR(gft_parse(GF_MSG_TASK, &h, two, NULL, 0), GF_EPROTO);
+    h = gft_head(0, GF_CODEC_PICKLE, GF_TASK_STAR | GF_MSG_FLAG_EXT, 1);
+    ASSERT_ERR(gft_parse(GF_MSG_FUNC, &h, one, NULL, 0), GF_EPROTO);
+    h = gft_head(0, GF_CODEC_PICKLE, GF_MSG_FLAG_EXT, 2);
+    ASSERT_ERR(gft_parse(GF_MSG_FUNC, &h, two, NULL, 0), GF_EPROTO);
+    h = gft_head(0, GF_CODEC_NONE, GF_RESULT_STATUS_MAX + 1, 0);
+    ASSERT_ERR(gft_parse(GF_MSG_RESULT, &h, NULL, NULL, 0), GF_EPROTO);
+    h = gft_head(1, GF_CODEC_PICKLE, GF_TASK_FLAGS_ALL + 1, 0);
+    ASSERT_ERR(gft_parse(GF_MSG_TASK, &h, NULL, pay, sizeof pay), GF_EPROTO);
+}
+
 /* --- descriptors --------------------------------------------------------------- */
 
 /* Entries in /proc/self/fd (the directory's own descriptor included, the

@@ -104,7 +104,8 @@ def child_pids() -> set[int]:
     return pids
 
 
-def _children_of(pid: int) -> set[int]:
+def children_of(pid: int) -> set[int]:
+    """Direct children of process pid (any of its threads')."""
     found: set[int] = set()
     try:
         tids = os.listdir(f"/proc/{pid}/task")
@@ -152,7 +153,7 @@ def descendant_pids() -> set[int]:
         if pid in seen:
             continue
         seen.add(pid)
-        todo.extend(_children_of(pid))
+        todo.extend(children_of(pid))
     return seen - mp_service_pids()
 
 

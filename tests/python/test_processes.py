@@ -64,19 +64,7 @@ def alive(pid: int) -> bool:
     return state is not None and state != "Z"
 
 
-def children_of(pid: int) -> set[int]:
-    found: set[int] = set()
-    try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return found
-    for tid in tids:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/children", encoding="ascii") as f:
-                found.update(int(p) for p in f.read().split())
-        except OSError:
-            continue
-    return found
+children_of = gfsupport.children_of
 
 
 def memfd_mappings() -> int:
@@ -361,16 +349,18 @@ def test_idle_worker_killed_is_replaced():
 # 2. imap / imap_unordered: only the crashed item fails
 
 
-def drain(iterator):
-    """Consume an imap iterator: [(value) or ('error', exc)] until StopIteration."""
+def drain(iterator, catch=gilfree.WorkerDiedError, tag=True):
+    """Consume an imap iterator until StopIteration: its values, and for each
+    exception of type `catch` raised by next(), ("error", exc) (or the
+    exception itself with tag=False)."""
     out = []
     while True:
         try:
             out.append(next(iterator))
         except StopIteration:
             return out
-        except gilfree.WorkerDiedError as exc:
-            out.append(("error", exc))
+        except catch as exc:
+            out.append(("error", exc) if tag else exc)
         if len(out) > 1000:  # pragma: no cover - a broken iterator
             raise AssertionError("iterator does not end")
 
@@ -602,26 +592,13 @@ def test_unpicklable_result(task, type_word):
         msg = str(info.value)
         assert type_word in msg, msg
         assert re.search(r"\bindex 2\b", msg), msg
-        out = drain_any(pool.imap(functools.partial(task, 2), range(5), chunksize=1))
+        out = drain(pool.imap(functools.partial(task, 2), range(5), chunksize=1), Exception, False)
         assert [v for i, v in enumerate(out) if i != 2] == [0, 1, 3, 4], out
         assert isinstance(out[2], (pickle.PicklingError, TypeError)), out
         with pytest.raises((pickle.PicklingError, TypeError)) as info:
             pool.apply(task, (2, 2))
         assert type_word in str(info.value), str(info.value)
         assert_pool_healthy(pool)
-
-
-def drain_any(iterator):
-    out = []
-    while True:
-        try:
-            out.append(next(iterator))
-        except StopIteration:
-            return out
-        except Exception as exc:  # noqa: BLE001 - collected for the assertion
-            out.append(exc)
-        if len(out) > 1000:  # pragma: no cover
-            raise AssertionError("iterator does not end")
 
 
 # Objects that pickle fine but cannot be rebuilt on the other side.
@@ -694,7 +671,7 @@ def test_argument_that_cannot_be_rebuilt_in_the_worker():
             else:
                 pytest.fail(f"map(chunksize={chunksize}) returned {got!r} for 4 inputs "
                             "whose input 2 cannot be unpickled by the worker")
-        out = drain_any(pool.imap(identity_task, items, chunksize=1))
+        out = drain(pool.imap(identity_task, items, chunksize=1), Exception, False)
         assert len(out) == 4, out
         assert [out[0], out[1], out[3]] == [0, 1, 3], out
         assert isinstance(out[2], Exception) and "cannot be rebuilt here" in error_text(out[2]), out

@@ -232,6 +232,14 @@ gfx_apply_async(PoolObject *pool, PyObject *fn, PyObject *args,
             return NULL;
         }
     }
+    if (pool->backend_proc) {
+        /* Same checks, then the process backend (procpool.c). */
+        PyObject *r = gfx_proc_apply_async(pool, fn, targs, tkwds, callback,
+                                           error_callback);
+        Py_XDECREF(targs);
+        Py_XDECREF(tkwds);
+        return r;
+    }
     gfx_state *st = gfx_state_from_type(Py_TYPE(pool));
     AsyncResultObject *self =
         PyObject_GC_New(AsyncResultObject, st->AsyncResult_Type);
@@ -273,21 +281,7 @@ PyObject *
 gfx_asyncresult_new_remote(gfx_state *st, PyObject *fn, PyObject *callback,
                            PyObject *error_callback)
 {
-    if (callback == Py_None) {
-        callback = NULL;
-    }
-    if (error_callback == Py_None) {
-        error_callback = NULL;
-    }
-    if ((callback && !PyCallable_Check(callback)) ||
-        (error_callback && !PyCallable_Check(error_callback))) {
-        PyObject *bad = (callback && !PyCallable_Check(callback))
-                            ? callback : error_callback;
-        PyErr_Format(PyExc_TypeError,
-                     "Pool.apply_async(): callbacks must be callable or "
-                     "None, got %R", bad);
-        return NULL;
-    }
+    /* gfx_apply_async checked the callbacks (None already NULL). */
     AsyncResultObject *self =
         PyObject_GC_New(AsyncResultObject, st->AsyncResult_Type);
     if (self == NULL) {

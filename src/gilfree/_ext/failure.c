@@ -43,8 +43,8 @@ gfx_callable_name(PyObject *fn)
     return name;
 }
 
-static PyObject *
-format_worker_traceback(gfx_state *st, PyObject *exc)
+PyObject *
+gfx_format_traceback(gfx_state *st, PyObject *exc)
 {
     PyObject *tb = PyException_GetTraceback(exc);
     PyObject *lines = PyObject_CallFunctionObjArgs(
@@ -74,7 +74,7 @@ decorate_with(gfx_state *st, PyObject *exc, PyObject *fn, Py_ssize_t index,
         }
     }
     PyObject *text = tb_text ? Py_NewRef(tb_text)
-                             : format_worker_traceback(st, exc);
+                             : gfx_format_traceback(st, exc);
     if (text == NULL) {
         /* Never lose the user's exception over a formatting problem. */
         PyErr_Clear();

@@ -276,6 +276,9 @@ PyObject *gfx_fetch_task_exception(gfx_state *st);
 void gfx_raise_failure(gfx_state *st, PyObject *exc, PyObject *fn,
                        Py_ssize_t index, int decorate);
 
+/* traceback.format_exception(exc) joined into one str, or NULL. */
+PyObject *gfx_format_traceback(gfx_state *st, PyObject *exc);
+
 /* A readable name for a callable, for messages. */
 PyObject *gfx_callable_name(PyObject *fn);
 

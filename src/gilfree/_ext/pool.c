@@ -432,30 +432,6 @@ Pool_submit(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
         return NULL;
     }
     gfx_state *st = gfx_state_from_type(Py_TYPE(op));
-    if (self->backend_proc) {
-        PyObject *fargs = PyTuple_New(nargs - 1), *kw = NULL, *fut = NULL;
-        for (Py_ssize_t i = 1; fargs && i < nargs; i++) {
-            PyTuple_SET_ITEM(fargs, i - 1, Py_NewRef(args[i]));
-        }
-        if (fargs != NULL && kwnames != NULL && PyTuple_GET_SIZE(kwnames)) {
-            kw = PyDict_New();
-            for (Py_ssize_t k = 0; kw && k < PyTuple_GET_SIZE(kwnames); k++) {
-                if (PyDict_SetItem(kw, PyTuple_GET_ITEM(kwnames, k),
-                                   args[nargs + k]) < 0) {
-                    Py_CLEAR(kw);
-                }
-            }
-            if (kw == NULL) {
-                Py_CLEAR(fargs);
-            }
-        }
-        if (fargs != NULL) {
-            fut = gfx_proc_submit(self, fn, fargs, kw);
-        }
-        Py_XDECREF(fargs);
-        Py_XDECREF(kw);
-        return fut;
-    }
     PyObject *fargs = PyTuple_New(nargs - 1);
     if (fargs == NULL) {
         return NULL;
@@ -478,6 +454,12 @@ Pool_submit(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
                 return NULL;
             }
         }
+    }
+    if (self->backend_proc) {
+        PyObject *fut = gfx_proc_submit(self, fn, fargs, kwargs);
+        Py_DECREF(fargs);
+        Py_XDECREF(kwargs);
+        return fut;
     }
     PyObject *future = gfx_future_new(st);
     if (future == NULL) {
@@ -815,53 +797,6 @@ Pool_terminate(PyObject *op, PyObject *Py_UNUSED(ignored))
 static const char *const apply_names[] = {"func", "args", "kwds", "callback",
                                           "error_callback"};
 
-/* apply_async on the process backend: the same argument checks as the
- * thread backend's, then procpool.c. */
-static PyObject *
-proc_apply_async(PoolObject *pool, PyObject *fn, PyObject *args,
-                 PyObject *kwds, PyObject *callback, PyObject *error_callback)
-{
-    if (check_callable(fn, "apply_async", "func") < 0 ||
-        gfx_pool_check_usable(pool, "apply_async") < 0) {
-        return NULL;
-    }
-    PyObject *targs = NULL, *tkwds = NULL;
-    if (args != NULL && args != Py_None) {
-        targs = PyTuple_Check(args) ? Py_NewRef(args) : PySequence_Tuple(args);
-        if (targs == NULL) {
-            if (PyErr_ExceptionMatches(PyExc_TypeError)) {
-                PyErr_Clear();
-                PyErr_Format(PyExc_TypeError,
-                             "Pool.apply_async(): args must be a tuple or "
-                             "iterable, got %R", args);
-            }
-            return NULL;
-        }
-    }
-    if (kwds != NULL && kwds != Py_None) {
-        tkwds = PyDict_New();
-        if (tkwds != NULL && PyDict_Merge(tkwds, kwds, 1) < 0) {
-            Py_CLEAR(tkwds);
-            if (PyErr_ExceptionMatches(PyExc_AttributeError) ||
-                PyErr_ExceptionMatches(PyExc_TypeError)) {
-                PyErr_Clear();
-                PyErr_Format(PyExc_TypeError,
-                             "Pool.apply_async(): kwds must be a mapping, "
-                             "got %R", kwds);
-            }
-        }
-        if (tkwds == NULL) {
-            Py_XDECREF(targs);
-            return NULL;
-        }
-    }
-    PyObject *r = gfx_proc_apply_async(pool, fn, targs, tkwds, callback,
-                                       error_callback);
-    Py_XDECREF(targs);
-    Py_XDECREF(tkwds);
-    return r;
-}
-
 PyDoc_STRVAR(Pool_apply_async_doc,
 "apply_async($self, /, func, args=(), kwds=None, callback=None,\n"
 "            error_callback=None)\n--\n\n"
@@ -880,9 +815,6 @@ Pool_apply_async(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
     if (gfx_parse_args("Pool.apply_async", args, nargs, kwnames, apply_names,
                        5, 1, a) < 0) {
         return NULL;
-    }
-    if (POOL_CAST(op)->backend_proc) {
-        return proc_apply_async(POOL_CAST(op), a[0], a[1], a[2], a[3], a[4]);
     }
     return gfx_apply_async(POOL_CAST(op), a[0], a[1], a[2], a[3], a[4]);
 }
@@ -903,9 +835,8 @@ Pool_apply(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
                        a) < 0) {
         return NULL;
     }
-    PyObject *ar = POOL_CAST(op)->backend_proc
-        ? proc_apply_async(POOL_CAST(op), a[0], a[1], a[2], NULL, NULL)
-        : gfx_apply_async(POOL_CAST(op), a[0], a[1], a[2], NULL, NULL);
+    PyObject *ar = gfx_apply_async(POOL_CAST(op), a[0], a[1], a[2], NULL,
+                                   NULL);
     if (ar == NULL) {
         return NULL;
     }

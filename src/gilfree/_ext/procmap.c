@@ -461,54 +461,26 @@ job_load(ProcMapObject *j, gfx_ptask *t)
     return 0;
 }
 
-/* Remove this job's chunks that no worker has taken yet. */
+static int
+of_sink(const gfx_ptask *t, const void *sink)
+{
+    return t->sink == sink;
+}
+
+/* Withdraw this job's chunks that no worker has started. */
 static void
 job_cancel_pending(ProcMapObject *j)
 {
-    gfx_engine *e = j->e;
-    if (e == NULL) {
+    if (j->e == NULL) {
         return;
     }
-    gfx_ptask *drop = NULL;
-    eng_lock(e);
-    gfx_ptask **pp = &e->pend_head, *last = NULL;
-    while (*pp != NULL) {
-        gfx_ptask *t = *pp;
-        if (t->sink == j->sink) {
-            *pp = t->next;
-            t->next = drop;
-            drop = t;
-            e->outstanding--;
-            j->inflight--;
-            j->inflight_bytes -= t->bytes;
-        }
-        else {
-            last = t;
-            pp = &t->next;
-        }
-    }
-    e->pend_tail = last;
-    atomic_store(&e->outstanding_atomic, e->outstanding);
-    if (e->outstanding == 0) {
-        gf_ec_notify_all(&e->idle_ec);
-    }
-    /* Chunks already on a worker but maybe not started: withdraw them. */
-    for (uint32_t i = 0; i < e->n; i++) {
-        gfx_pslot *s = &e->slots[i];
-        if (s->state != SLOT_LIVE) {
-            continue;
-        }
-        for (gfx_ptask *t = s->head; t != NULL; t = t->next) {
-            if (t->sink == j->sink) {
-                gfx_pp_withdraw_sent_locked(s, t);
-            }
-        }
-    }
-    eng_unlock(e);
-    while (drop != NULL) {
-        gfx_ptask *next = drop->next;
-        gfx_pp_ptask_free(e, drop);
-        drop = next;
+    gfx_ptask *t = gfx_pp_withdraw(j->e, of_sink, j->sink);
+    while (t != NULL) {
+        gfx_ptask *next = t->next;
+        j->inflight--;
+        j->inflight_bytes -= t->bytes;
+        gfx_pp_ptask_free(j->e, t);
+        t = next;
     }
 }
 

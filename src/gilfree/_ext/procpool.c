@@ -989,6 +989,24 @@ fail_all_pending_locked(gfx_engine *e, int outcome)
     e->pend_tail = NULL;
 }
 
+/* A slot stays empty (its worker could not be started or replaced; the
+ * reason is in start_error).  With no worker left at all, the queue fails
+ * with that reason instead of waiting forever. */
+static void
+give_up_slot(gfx_engine *e, gfx_pslot *s)
+{
+    eng_lock(e);
+    s->state = SLOT_EMPTY;
+    int any = 0;
+    for (uint32_t k = 0; k < e->n; k++) {
+        any |= e->slots[k].state == SLOT_LIVE;
+    }
+    if (!any) {
+        fail_all_pending_locked(e, OUT_BROKEN);
+    }
+    eng_unlock(e);
+}
+
 static void
 collector_gil_batch(gfx_engine *e)
 {
@@ -1037,16 +1055,7 @@ collector_gil_batch(gfx_engine *e)
             PyOS_snprintf(e->start_error, sizeof e->start_error,
                           "gilfree: worker processes die at start-up (the "
                           "last one %s); see their output on stderr", how);
-            eng_lock(e);
-            s->state = SLOT_EMPTY;
-            int any = 0;
-            for (uint32_t k = 0; k < e->n; k++) {
-                any |= e->slots[k].state == SLOT_LIVE;
-            }
-            if (!any) {
-                fail_all_pending_locked(e, OUT_BROKEN);
-            }
-            eng_unlock(e);
+            give_up_slot(e, s);
             continue;
         }
         if (slot_start(e, i) < 0) {
@@ -1059,17 +1068,7 @@ collector_gil_batch(gfx_engine *e)
             PyErr_Clear();
             Py_XDECREF(txt);
             Py_XDECREF(exc);
-            eng_lock(e);
-            s->state = SLOT_EMPTY;
-            int any = 0;
-            for (uint32_t k = 0; k < e->n; k++) {
-                any |= e->slots[k].state == SLOT_LIVE;
-            }
-            if (!any) {
-                /* No worker at all: fail the queue instead of hanging. */
-                fail_all_pending_locked(e, OUT_BROKEN);
-            }
-            eng_unlock(e);
+            give_up_slot(e, s);
         }
     }
 }
@@ -1572,28 +1571,90 @@ make_apply_task(gfx_engine *e, int kind, PyObject *fn, PyObject *args,
     return t;
 }
 
+/* apply_async (an AsyncResult) or submit (a Future): one task. */
+static PyObject *
+proc_call(PoolObject *pool, int kind, PyObject *fn, PyObject *args,
+          PyObject *kwds, PyObject *callback, PyObject *error_callback)
+{
+    gfx_engine *e = pool->proc;
+    if (gfx_pp_check_owner(e, kind == PT_APPLY ? "apply_async"
+                                               : "submit") < 0) {
+        return NULL;
+    }
+    gfx_ptask *t = make_apply_task(e, kind, fn, args, kwds);
+    if (t == NULL) {
+        return NULL;
+    }
+    PyObject *owner = kind == PT_APPLY
+        ? gfx_asyncresult_new_remote(e->st, fn, callback, error_callback)
+        : gfx_future_new(e->st);
+    if (owner == NULL) {
+        gfx_pp_ptask_free(e, t);
+        return NULL;
+    }
+    t->owner = Py_NewRef(owner);
+    gfx_pp_submit(e, t);
+    return owner;
+}
+
 PyObject *
 gfx_proc_apply_async(PoolObject *pool, PyObject *fn, PyObject *args,
                      PyObject *kwds, PyObject *callback,
                      PyObject *error_callback)
 {
-    gfx_engine *e = pool->proc;
-    if (gfx_pp_check_owner(e, "apply_async") < 0) {
-        return NULL;
+    return proc_call(pool, PT_APPLY, fn, args, kwds, callback,
+                     error_callback);
+}
+
+PyObject *
+gfx_proc_submit(PoolObject *pool, PyObject *fn, PyObject *args,
+                PyObject *kwds)
+{
+    return proc_call(pool, PT_SUBMIT, fn, args, kwds, NULL, NULL);
+}
+
+gfx_ptask *
+gfx_pp_withdraw(gfx_engine *e, gfx_pp_match match, const void *arg)
+{
+    gfx_ptask *drop = NULL, **tail = &drop;
+    eng_lock(e);
+    gfx_ptask **pp = &e->pend_head, *last = NULL;
+    while (*pp != NULL) {
+        gfx_ptask *t = *pp;
+        if (match(t, arg)) {
+            *pp = t->next;
+            t->next = NULL;
+            *tail = t;
+            tail = &t->next;
+            e->outstanding--;
+        }
+        else {
+            last = t;
+            pp = &t->next;
+        }
     }
-    gfx_ptask *t = make_apply_task(e, PT_APPLY, fn, args, kwds);
-    if (t == NULL) {
-        return NULL;
+    e->pend_tail = last;
+    atomic_store(&e->outstanding_atomic, e->outstanding);
+    if (e->outstanding == 0) {
+        gf_ec_notify_all(&e->idle_ec);
     }
-    PyObject *ar = gfx_asyncresult_new_remote(e->st, fn, callback,
-                                              error_callback);
-    if (ar == NULL) {
-        gfx_pp_ptask_free(e, t);
-        return NULL;
+    /* Sent but maybe not started: the worker skips them. */
+    for (uint32_t i = 0; i < e->n; i++) {
+        gfx_pslot *s = &e->slots[i];
+        for (gfx_ptask *t = s->head; s->state == SLOT_LIVE && t; t = t->next) {
+            if (match(t, arg)) {
+                gfx_pp_withdraw_sent_locked(s, t);
+            }
+        }
     }
-    t->owner = Py_NewRef(ar);
-    gfx_pp_submit(e, t);
-    return ar;
+    eng_unlock(e);
+    return drop;
+}
+
+static int
+owned_by(const gfx_ptask *t, const void *owner)
+{
+    return t->owner == owner;
 }
 
 void
@@ -1603,59 +1664,15 @@ gfx_proc_abandon(PoolObject *pool, PyObject *ar)
     if (e == NULL) {
         return;
     }
-    gfx_ptask *drop = NULL;
-    eng_lock(e);
-    gfx_ptask **pp = &e->pend_head, *last = NULL;
-    while (*pp != NULL) {
-        if ((*pp)->owner == ar) {
-            drop = *pp;
-            *pp = drop->next;
-            drop->next = NULL;
-            drop->outcome = OUT_CANCELLED;
-            continue;
-        }
-        last = *pp;
-        pp = &(*pp)->next;
-    }
-    e->pend_tail = last;
-    for (uint32_t i = 0; drop == NULL && i < e->n; i++) {
-        gfx_pslot *s = &e->slots[i];
-        for (gfx_ptask *t = s->head; s->state == SLOT_LIVE && t; t = t->next) {
-            if (t->owner == ar) {
-                gfx_pp_withdraw_sent_locked(s, t);
-                break;
-            }
-        }
-    }
-    if (drop != NULL) {
-        /* Settled (cancelled) by the collector like any other result. */
-        deliver_locked(e, drop);
-    }
-    eng_unlock(e);
-    if (drop != NULL) {
-        gf_ec_notify_all(e->doorbell);
+    gfx_ptask *t = gfx_pp_withdraw(e, owned_by, ar);
+    while (t != NULL) {
+        /* Never sent: settle it here, cancelled (we hold the GIL). */
+        gfx_ptask *next = t->next;
+        t->outcome = OUT_CANCELLED;
+        settle_one(e, t);
+        gfx_pp_ptask_free(e, t);
+        t = next;
     }
 }
 
-PyObject *
-gfx_proc_submit(PoolObject *pool, PyObject *fn, PyObject *args,
-                PyObject *kwds)
-{
-    gfx_engine *e = pool->proc;
-    if (gfx_pp_check_owner(e, "submit") < 0) {
-        return NULL;
-    }
-    gfx_ptask *t = make_apply_task(e, PT_SUBMIT, fn, args, kwds);
-    if (t == NULL) {
-        return NULL;
-    }
-    PyObject *fut = gfx_future_new(e->st);
-    if (fut == NULL) {
-        gfx_pp_ptask_free(e, t);
-        return NULL;
-    }
-    t->owner = Py_NewRef(fut);
-    gfx_pp_submit(e, t);
-    return fut;
-}
 

@@ -165,5 +165,11 @@ PyObject *gfx_pp_ptask_results(gfx_engine *e, gfx_ptask *t, PyObject *fn,
                                int64_t *fail_index);
 void gfx_pp_sink_decref(gfx_sink *s);
 void gfx_pp_withdraw_sent_locked(gfx_pslot *s, gfx_ptask *t);
+/* Withdraw the tasks that match: pending ones leave the queue and are
+ * returned as a list (no longer counted as outstanding; the caller settles
+ * or frees them, with the GIL); sent ones are withdrawn in their worker's
+ * control block.  Takes the engine lock. */
+typedef int (*gfx_pp_match)(const gfx_ptask *t, const void *arg);
+gfx_ptask *gfx_pp_withdraw(gfx_engine *e, gfx_pp_match match, const void *arg);
 
 #endif /* GILFREE_EXT_PROCPOOL_H */

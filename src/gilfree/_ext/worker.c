@@ -35,26 +35,6 @@ typedef struct {
     int slot;
 } worker;
 
-/* Format the traceback of `exc` as text (in the worker: tracebacks do not
- * pickle). */
-static PyObject *
-traceback_text(gfx_state *st, PyObject *exc)
-{
-    PyObject *fmt = st->format_exception;
-    PyObject *tb = PyException_GetTraceback(exc);
-    PyObject *lines = PyObject_CallFunctionObjArgs(
-        fmt, (PyObject *)Py_TYPE(exc), exc, tb ? tb : Py_None, NULL);
-    Py_XDECREF(tb);
-    if (lines == NULL) {
-        return NULL;
-    }
-    PyObject *empty = PyUnicode_FromString("");
-    PyObject *text = empty ? PyUnicode_Join(empty, lines) : NULL;
-    Py_XDECREF(empty);
-    Py_DECREF(lines);
-    return text;
-}
-
 /* Send a message (and its descriptors); 0, or -1 when the pool has gone
  * (the caller then stops). */
 static int
@@ -168,7 +148,7 @@ encode_result(worker *w, uint64_t id, int64_t index0, int apply,
         exc = why ? describe_unpicklable(why, why) : NULL;
     }
     /* The worker-side story: the pickling error's own traceback. */
-    PyObject *tb = why ? traceback_text(st, why) : NULL;
+    PyObject *tb = why ? gfx_format_traceback(st, why) : NULL;
     if (tb == NULL) {
         PyErr_Clear();
         tb = PyUnicode_FromString("");
@@ -257,7 +237,7 @@ run_task(worker *w, const gf_msg_t *msg, int *fds)
         else {
             exc = gfx_fetch_exception();
         }
-        PyObject *tb = exc ? traceback_text(st, exc) : NULL;
+        PyObject *tb = exc ? gfx_format_traceback(st, exc) : NULL;
         if (tb == NULL) {
             PyErr_Clear();
             tb = PyUnicode_FromString("");
@@ -328,7 +308,7 @@ run_task(worker *w, const gf_msg_t *msg, int *fds)
                 }
             }
             PyObject *exc = gfx_fetch_exception();
-            PyObject *tb = exc ? traceback_text(st, exc) : NULL;
+            PyObject *tb = exc ? gfx_format_traceback(st, exc) : NULL;
             if (tb == NULL) {
                 PyErr_Clear();
                 tb = PyUnicode_FromString("");
