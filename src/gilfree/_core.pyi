@@ -25,8 +25,28 @@ GF_VERSION_MINOR: Final[int]
 def usable_cpus() -> int: ...
 def strerror(code: int, /) -> str: ...
 
+def _worker_main(
+    memfd: int, poolfd: int, sockfd: int, pool_pidfd: int, pool_pid: int, slot: int, /
+) -> None: ...
+
 class RemoteTraceback(Exception): ...
 class PoolTerminated(BaseException): ...
+
+class WorkerDiedError(RuntimeError):
+    pid: int
+    exitcode: Optional[int]
+    signal: Optional[int]
+    signal_name: Optional[str]
+    index: Optional[int]
+    timeout: Optional[float]
+
+class TaskTimeoutError(WorkerDiedError): ...
+
+@final
+class ShmBuffer:
+    """Shared memory received from another process (supports the buffer protocol)."""
+
+    def __buffer__(self, flags: int, /) -> memoryview: ...
 
 @final
 class AsyncResult(Generic[_R]):
@@ -42,9 +62,17 @@ class MapIterator(Iterator[_R]):
     def close(self) -> None: ...
 
 class Pool:
-    def __init__(self, workers: Optional[int] = None, backend: str = "threads") -> None: ...
+    def __init__(
+        self,
+        workers: Optional[int] = None,
+        backend: str = "threads",
+        *,
+        _process: Optional[Tuple[bool, float, int, Callable[..., Any], Callable[..., Any]]] = None,
+    ) -> None: ...
     @property
     def workers(self) -> int: ...
+    @property
+    def pids(self) -> List[int]: ...
     @property
     def backend(self) -> str: ...
     @property

@@ -61,19 +61,31 @@ if hasattr(os, "register_at_fork"):
 class Pool(_core.Pool):
     """Run a Python function over many inputs on every CPU core.
 
-    ``Pool(workers=None, backend="threads")`` starts *workers* native
-    worker threads (default: :func:`usable_cpus`, which honours CPU
-    affinity and cgroup quotas).  The methods follow
-    :class:`multiprocessing.pool.Pool` -- ``map``, ``imap``,
+    ``Pool(workers=None, backend="threads", *, start_method=None,
+    task_timeout=None, retries=0)`` starts *workers* workers (default:
+    :func:`usable_cpus`, which honours CPU affinity and cgroup quotas).  The
+    methods follow :class:`multiprocessing.pool.Pool` -- ``map``, ``imap``,
     ``imap_unordered``, ``starmap``, ``apply``, ``apply_async`` -- plus
     ``submit`` from :mod:`concurrent.futures`.
 
-    Dispatch, chunking, result slots and waiting are C; a worker attaches to
-    the interpreter once per chunk and calls the function with vectorcall,
-    so the per-item overhead is close to a plain loop.  Threads help when
-    the function releases the GIL (hashlib, zlib, numpy, I/O) or on
-    free-threaded CPython; on pure-Python code under the GIL they cost
-    (almost) nothing but do not speed it up.
+    ``backend="threads"``: native worker threads.  Dispatch, chunking, result
+    slots and waiting are C; a worker attaches to the interpreter once per
+    chunk and calls the function with vectorcall, so the per-item overhead is
+    close to a plain loop.  Threads help when the function releases the GIL
+    (hashlib, zlib, numpy, I/O) or on free-threaded CPython; on pure-Python
+    code under the GIL they cost (almost) nothing but do not speed it up.
+
+    ``backend="processes"``: worker processes (``start_method``
+    ``"forkserver"`` by default, ``"spawn"`` or ``"fork"``), each running a
+    C loop over shared-memory rings, for Python code that holds the GIL.
+    Functions, arguments and results are pickled (cloudpickle for lambdas
+    and closures); arrays and buffers of 64 KiB and more travel as shared
+    memory.  A worker that dies fails only the input it was running, with
+    :class:`WorkerDiedError`, and is replaced; ``retries=n`` re-runs such an
+    input up to *n* times; ``task_timeout=s`` kills a worker whose input has
+    run for *s* seconds (:class:`TaskTimeoutError`).  Code that creates a
+    process pool in a script belongs under ``if __name__ == "__main__":``
+    (the workers import the script).
 
     Use it as a context manager: leaving the block normally waits for the
     submitted work (``close()`` + ``join()``); leaving it with an exception
@@ -81,6 +93,9 @@ class Pool(_core.Pool):
 
     >>> import gilfree
     >>> with gilfree.Pool(2) as pool:
+    ...     pool.map(abs, [-1, -2, 3])
+    [1, 2, 3]
+    >>> with gilfree.Pool(2, backend="processes") as pool:
     ...     pool.map(abs, [-1, -2, 3])
     [1, 2, 3]
     """

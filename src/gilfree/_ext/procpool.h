@@ -8,7 +8,7 @@
 #define RING_CAPACITY (2u << 20)    /* per direction per worker */
 #define MAX_FIFO 256                /* tasks queued on one worker */
 #define QUEUED_WORK_NS 4000000      /* ~work queued ahead per worker */
-#define MAP_TARGET_NS 3000000       /* adaptive chunk: ~3 ms of work */
+#define MAP_TARGET_NS 1000000       /* adaptive chunk: ~1 ms of work */
 #define FN_CACHE_MAX 64             /* functions remembered per pool */
 #define JOB_MAX_INFLIGHT_BYTES ((int64_t)64 << 20)  /* per map, beyond one
                                                       * chunk per worker */
