@@ -704,6 +704,12 @@ PyType_Spec gfx_shmbuffer_spec = {
     .slots = ShmBuffer_slots,
 };
 
+/* Fault received buffers in at once?  Workers do (a task nearly always
+ * reads its whole argument; one system call beats a fault per page); the
+ * pool does not (a caller may keep a big result and read a few items of
+ * it: no need to pay for every page up front). */
+int gfx_populate_received = 0;
+
 /* Map a received segment (fd consumed: closed in every case).  A header
  * that is not ours makes no mapping of it: then nothing is uncounted. */
 static PyObject *
@@ -725,7 +731,9 @@ shmbuffer_new(gfx_state *st, int fd, uint64_t len)
     }
     if (rc == 0) {
         rc = gf_shm_map_at(fd, GFX_SEG_DATA, (size_t)len,
-                           GF_SHM_PRIVATE | GF_SHM_POPULATE, &self->shm);
+                           GF_SHM_PRIVATE |
+                               (gfx_populate_received ? GF_SHM_POPULATE : 0),
+                           &self->shm);
     }
     close(fd);
     Py_END_ALLOW_THREADS

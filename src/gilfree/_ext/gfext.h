@@ -345,6 +345,9 @@ void gfx_segcache_free(gfx_segcache *c);
 /* The cache encodes on this thread use (NULL: fresh segments, no reuse);
  * returns the previous one. */
 gfx_segcache *gfx_segcache_use(gfx_segcache *c);
+/* Map received buffers populated (set in worker processes). */
+extern int gfx_populate_received;
+
 /* A message is about to be delivered to one more receiver: count it in the
  * headers of its segments (the receiver uncounts when it lets go). */
 void gfx_msg_deliver(const gfx_msg *m);

@@ -513,6 +513,7 @@ gfx_worker_main(PyObject *module, PyObject *args)
     }
     /* Results leave through warm segments (this thread encodes them). */
     gfx_segcache_use(w.segs);
+    gfx_populate_received = 1;
     gf_msg_head_t head = {0};
     head.id = (uint64_t)getpid();
     head.aux = GF_MSG_VERSION;
