@@ -1208,3 +1208,37 @@ def test_terminate_from_another_thread_while_mapping(method):
     finally:
         pool.terminate()
         pool.join()
+
+
+# --------------------------------------------------------------------------
+# The function travels once per worker, not once per chunk
+
+
+class CountedLoads:
+    """A callable that records every time a process unpickles it."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (_rebuild_counted, (self.path,))
+
+    def __call__(self, x):
+        return x + 1
+
+
+def _rebuild_counted(path: str) -> CountedLoads:
+    record(path, f"load {os.getpid()}")
+    return CountedLoads(path)
+
+
+def test_function_is_sent_once_per_worker(recorder):
+    fn = CountedLoads(recorder.path)
+    with gilfree.Pool(WORKERS, backend="processes") as pool:
+        assert pool.map(fn, range(300), chunksize=1) == list(range(1, 301))
+        assert pool.map(fn, range(50), chunksize=3) == list(range(1, 51))
+        assert [pool.apply(fn, (i,)) for i in range(20)] == list(range(1, 21))
+        loads = recorder.lines()
+        # 300 + 17 + 20 tasks; each worker unpickled the function once.
+        assert 1 <= len(loads) <= WORKERS, loads
+        assert len(set(loads)) == len(loads), loads
