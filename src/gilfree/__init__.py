@@ -24,19 +24,24 @@ from ._core import (
     TaskTimeoutError,
     WorkerDiedError,
 )
-from ._pool import Pool, map, usable_cpus
+from ._pool import Decision, PerformanceWarning, Pool, map, usable_cpus
+from ._probe import Probe, probe
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AsyncResult",
+    "Decision",
     "MapIterator",
+    "PerformanceWarning",
     "Pool",
+    "Probe",
     "PoolTerminated",
     "RemoteTraceback",
     "TaskTimeoutError",
     "WorkerDiedError",
     "__version__",
     "map",
+    "probe",
     "usable_cpus",
 ]

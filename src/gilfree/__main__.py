@@ -1,6 +1,7 @@
 """Command line: ``python -m gilfree`` (installed as the ``gilfree`` script).
 
     gilfree demo [--workers N] [--quick]   serial vs gilfree on built-in workloads
+    gilfree probe module:function [ARG...] measure how much a call holds the GIL
     gilfree version                        print the installed version
 """
 
@@ -35,6 +36,36 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _probe_command(target: str, raw_args: Sequence[str]) -> int:
+    import ast
+    import importlib
+
+    module_name, sep, attr = target.partition(":")
+    if not sep or not module_name or not attr:
+        print(f"gilfree probe: expected module:function, got {target!r}", file=sys.stderr)
+        return 2
+    try:
+        obj: object = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        print(f"gilfree probe: cannot find {target}: {exc}", file=sys.stderr)
+        return 2
+    call_args = []
+    for a in raw_args:
+        try:
+            call_args.append(ast.literal_eval(a))
+        except (ValueError, SyntaxError):
+            call_args.append(a)  # not a literal: the text itself, as a shell user means it
+    try:
+        result = gilfree.probe(obj, *call_args)  # type: ignore[arg-type]
+    except Exception as exc:  # noqa: BLE001 - reported, not a crash of the CLI
+        print(f"gilfree probe: {target} raised {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    print(repr(result))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m gilfree``."""
     parser = argparse.ArgumentParser(
@@ -52,6 +83,16 @@ def build_parser() -> argparse.ArgumentParser:
                       help="worker count (default: gilfree.usable_cpus())")
     demo.add_argument("--quick", action="store_true",
                       help="smaller inputs, best of 2 runs (a few seconds)")
+    probe = commands.add_parser(
+        "probe", help="measure how much of a call's time it holds the GIL",
+        description="Import module:function, call it with the given arguments (Python "
+                    "literals, e.g. 1000 'text' b'bytes' [1, 2]) and print what gilfree.probe "
+                    "measured: wall and CPU time, the share of the time the GIL was held, "
+                    "and the backend it recommends.")
+    probe.add_argument("target", metavar="module:function",
+                       help="what to call, e.g. hashlib:sha256 or mypkg.mod:work")
+    probe.add_argument("args", nargs="*", metavar="ARG",
+                       help="positional arguments, as Python literals")
     commands.add_parser("version", help="print the installed gilfree version",
                         description="Print the installed gilfree version.")
     return parser
@@ -67,6 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "version":
         print(f"gilfree {_version()}")
         return 0
+    if args.command == "probe":
+        return _probe_command(args.target, args.args)
     if args.command == "demo":
         from gilfree._demo import run_demo
 

@@ -24,6 +24,7 @@ import platform
 import random
 import sys
 import time
+import warnings
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from typing import Any, TextIO
 
 import gilfree
 
-BACKENDS: tuple[str, ...] = ("threads", "processes")
+BACKENDS: tuple[str, ...] = ("threads", "processes", "auto")
 """Backends shown as columns, in order."""
 
 PRIME_LIMIT = 20_000
@@ -249,6 +250,7 @@ def run_demo(workers: int | None = None, quick: bool = False, repeat: int | None
         return 1
     print(file=out)
     wrong: list[str] = []
+    choices: list[tuple[str, Any]] = []
     try:
         table = _Table(list(pools), workers, out)
         for work in workloads(with_numpy):
@@ -262,7 +264,11 @@ def run_demo(workers: int | None = None, quick: bool = False, repeat: int | None
                 elapsed, expected = _timed(_serial_map, work.func, n)
                 best["serial"] = min(best["serial"], elapsed)
                 for backend, pool in pools.items():
-                    elapsed, got = _timed(pool.map, work.func, range(n))
+                    with warnings.catch_warnings():
+                        # The threads column runs pure Python on purpose, to
+                        # show what the GIL does; no need to warn about it.
+                        warnings.simplefilter("ignore", gilfree.PerformanceWarning)
+                        elapsed, got = _timed(pool.map, work.func, range(n))
                     best[backend] = min(best[backend], elapsed)
                     if got != expected and f"{work.label} on {backend}" not in wrong:
                         wrong.append(f"{work.label} on {backend}")
@@ -272,6 +278,8 @@ def run_demo(workers: int | None = None, quick: bool = False, repeat: int | None
                 cells += [_fmt_time(best[backend]), f"{serial / best[backend]:.2f}x",
                           _fmt_rate(n / best[backend])]
             table.row(cells)
+            if "auto" in pools and pools["auto"].decision is not None:
+                choices.append((work.label, pools["auto"].decision))
     finally:
         for pool in pools.values():
             pool.close()
@@ -282,6 +290,10 @@ def run_demo(workers: int | None = None, quick: bool = False, repeat: int | None
     print(f"speed-up = serial time / pool time (at most {workers}x). Threads speed up "
           "GIL-releasing work, not pure-Python work (it holds the GIL); processes speed up "
           "both, at the price of sending inputs and results between processes.", file=out)
+    if choices:
+        print("auto measured each function on its first items and chose:", file=out)
+        for label, decision in choices:
+            print(f"  {label:<36}  {decision.backend:<9}  {decision.reason}", file=out)
     for what in wrong:
         print(f"WRONG RESULT: {what} differs from the serial result", file=out)
     return 1 if wrong else 0

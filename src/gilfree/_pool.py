@@ -13,12 +13,13 @@ import os
 import threading
 import warnings
 import weakref
-from typing import Any, Callable, Iterable, List, Optional, TypeVar
+from typing import Any, Callable, Iterable, Iterator, List, Optional, TypeVar
 
-from . import _core
+from . import _auto, _core, _probe
+from ._auto import Decision, PerformanceWarning
 from ._process import process_options
 
-__all__ = ["Pool", "map", "usable_cpus"]
+__all__ = ["Pool", "map", "usable_cpus", "Decision", "PerformanceWarning"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -100,10 +101,15 @@ class Pool(_core.Pool):
     [1, 2, 3]
     """
 
+    def __new__(cls, workers: Optional[int] = None, backend: str = "auto", **options: Any) -> "Pool":
+        if cls is Pool and backend == "auto":
+            cls = AutoPool
+        return super().__new__(cls)
+
     def __init__(
         self,
         workers: Optional[int] = None,
-        backend: str = "threads",
+        backend: str = "auto",
         *,
         start_method: Optional[str] = None,
         task_timeout: Optional[float] = None,
@@ -114,8 +120,50 @@ class Pool(_core.Pool):
             super().__init__(workers, backend)
         else:
             super().__init__(workers, backend, _process=proc)
+        self._gil_checked: set = set()
+        self._gil_warned = False
         with _live_lock:
             _live_pools.add(self)
+
+    # map and starmap are the C methods; on an explicit thread pool the first
+    # map of each function runs under the GIL probe, and a function that
+    # turns out to hold the GIL gets one PerformanceWarning.
+
+    def map(self, func: Callable[[Any], R], iterable: Iterable[Any], chunksize: Optional[int] = None) -> List[R]:
+        if self._gil_check_due(func):
+            return self._checked(_core.Pool.map, func, iterable, chunksize)
+        return _core.Pool.map(self, func, iterable, chunksize)
+
+    def starmap(self, func: Callable[..., R], iterable: Iterable[Iterable[Any]], chunksize: Optional[int] = None) -> List[R]:
+        if self._gil_check_due(func):
+            return self._checked(_core.Pool.starmap, func, iterable, chunksize)
+        return _core.Pool.starmap(self, func, iterable, chunksize)
+
+    def _gil_check_due(self, func: Any) -> bool:
+        return (
+            not self._gil_warned
+            and self.workers > 1
+            and _core.Pool.backend.__get__(self) == "threads"  # type: ignore[attr-defined]
+            and id(func) not in self._gil_checked
+            and len(self._gil_checked) < 64
+            and _probe.gil_enabled()
+        )
+
+    def _checked(self, method: Any, func: Any, iterable: Any, chunksize: Any) -> Any:
+        self._gil_checked.add(id(func))
+        ok, value, probe = _probe._measure(method, (self, func, iterable, chunksize), None)
+        if not ok:
+            raise value
+        items = len(value)
+        if (
+            items
+            and probe.gil_held >= 0.7
+            and probe.wall_time >= 0.05
+            and probe.wall_time / items >= 50e-6  # tiny items: processes would not help
+        ):
+            self._gil_warned = True
+            _auto.performance_warning(func, probe, items, self.workers)
+        return value
 
     def __enter__(self) -> "Pool":
         return self
@@ -161,13 +209,267 @@ class Pool(_core.Pool):
         )
 
 
+class _Probed:
+    """What an auto pool knows about one function."""
+
+    __slots__ = ("fn", "decision", "uses")
+
+    def __init__(self, fn: Any, decision: Decision) -> None:
+        self.fn = fn
+        self.decision = decision
+        self.uses = 0
+
+
+class AutoPool(Pool):
+    """``gilfree.Pool(backend="auto")`` (the default): threads or processes,
+    chosen per function by measurement (see :mod:`gilfree._auto`).
+
+    ``pool.backend`` is the backend of the last decision (``"auto"`` before
+    any), ``pool.decision`` its :class:`Decision` (the probe's numbers and
+    the reason).  The thread pool exists from the start; the process pool is
+    started the first time a function needs it and closed with this pool.
+
+    >>> import gilfree
+    >>> def work(n):
+    ...     return sum(i * i for i in range(n))
+    >>> with gilfree.Pool(2) as pool:   # backend="auto"
+    ...     len(pool.map(abs, range(-5, 5)))
+    10
+    """
+
+    RECHECK_EVERY = 16
+    """A remembered decision is measured again every this many maps."""
+
+    def __init__(
+        self,
+        workers: Optional[int] = None,
+        backend: str = "auto",
+        *,
+        start_method: Optional[str] = None,
+        task_timeout: Optional[float] = None,
+        retries: int = 0,
+    ) -> None:
+        # Check the process options now, although they only apply if
+        # processes are chosen.
+        process_options("processes", start_method, task_timeout, retries)
+        self._proc_options = {"start_method": start_method, "task_timeout": task_timeout, "retries": retries}
+        self._procs: Optional[Pool] = None
+        self._known: "dict[int, _Probed]" = {}
+        self._last: Optional[Decision] = None
+        super().__init__(workers, "threads")
+
+    # -- what was chosen ------------------------------------------------------
+
+    @property
+    def backend(self) -> str:  # type: ignore[override]
+        """The backend of the last decision: "threads", "processes", or "auto" before any."""
+        return self._last.backend if self._last is not None else "auto"
+
+    @property
+    def decision(self) -> Optional[Decision]:
+        """The last :class:`Decision` (None before any)."""
+        return self._last
+
+    @property
+    def pids(self) -> List[int]:  # type: ignore[override]
+        return self._procs.pids if self._procs is not None else []
+
+    def _processes(self) -> Pool:
+        if self._procs is None:
+            self._procs = Pool(self.workers, "processes", **self._proc_options)
+            self._procs._forget()  # ours: closed, joined or terminated with us
+        return self._procs
+
+    def _remember(self, fn: Any, decision: Decision) -> None:
+        self._last = decision
+        if not decision.remember:
+            return
+        if len(self._known) >= 64:
+            self._known.pop(next(iter(self._known)))
+        self._known[id(fn)] = _Probed(fn, decision)
+        self._last = decision
+
+    def _cached(self, fn: Any) -> Optional[Decision]:
+        known = self._known.get(id(fn))
+        if known is None or known.fn is not fn:
+            return None
+        known.uses += 1
+        if known.uses % self.RECHECK_EVERY == 0:
+            return None  # measure again: the data may have changed
+        self._last = known.decision
+        return known.decision
+
+    def _pool_for(self, decision: Decision) -> Any:
+        return self._processes() if decision.backend == "processes" else None
+
+    # -- map family -------------------------------------------------------------
+
+    def _auto_map(self, method: str, func: Any, iterable: Any, chunksize: Any, star: bool, lazy: bool) -> Any:
+        c_method = getattr(_core.Pool, method)
+        # The thread pool's own checks first (func, chunksize, closed pool),
+        # on an empty input, so that errors read exactly as on any pool.
+        empty = c_method(self, func, (), chunksize)
+        if lazy:
+            empty.close()
+        try:
+            iter(iterable)
+        except TypeError:
+            raise TypeError(
+                f"Pool.{method}(): iterable must be iterable, got {iterable!r} (type {type(iterable).__name__})"
+            ) from None
+        decision = self._cached(func)
+        taken: List[Any] = []
+        results: List[Any] = []
+        error: Optional[BaseException] = None
+        rest: Any = iterable
+        if decision is None:
+            decision, taken, results, rest_it, error = _auto.probe_first_items(
+                func, iterable, star, self._procs is not None
+            )
+            self._remember(func, decision)
+            # Keep a list, tuple or range a sequence: the backends take
+            # sequences by the fast path (and ranges as two numbers).
+            rest = iterable[len(taken):] if isinstance(iterable, (list, tuple, range)) else rest_it
+        if error is not None:
+            index = len(taken) - 1
+            try:
+                error.add_note(f"gilfree: {_probe._describe(func)} failed on input index {index}")
+            except AttributeError:  # pragma: no cover - Python 3.10
+                pass
+            if not lazy:
+                raise error
+        target = self._pool_for(decision)
+        run = getattr(target, method) if target is not None else (lambda *a: c_method(self, *a))
+        if not lazy:
+            return results + run(func, rest, chunksize)
+        return _AutoIterator(results, error, lambda: run(func, rest, chunksize))
+
+    def map(self, func: Callable[[Any], R], iterable: Iterable[Any], chunksize: Optional[int] = None) -> List[R]:
+        return self._auto_map("map", func, iterable, chunksize, False, False)
+
+    def starmap(self, func: Callable[..., R], iterable: Iterable[Iterable[Any]], chunksize: Optional[int] = None) -> List[R]:
+        return self._auto_map("starmap", func, iterable, chunksize, True, False)
+
+    def imap(self, func: Callable[[Any], R], iterable: Iterable[Any], chunksize: Optional[int] = None) -> Iterator[R]:
+        return self._auto_map("imap", func, iterable, chunksize, False, True)
+
+    def imap_unordered(self, func: Callable[[Any], R], iterable: Iterable[Any], chunksize: Optional[int] = None) -> Iterator[R]:
+        return self._auto_map("imap_unordered", func, iterable, chunksize, False, True)
+
+    # -- single calls -------------------------------------------------------------
+
+    def _single_target(self, func: Any) -> Any:
+        decision = self._cached(func)
+        if decision is None or decision.backend == "threads":
+            return None
+        return self._processes()
+
+    def apply_async(self, func: Callable[..., R], args: Iterable[Any] = (), kwds: Optional[dict] = None,
+                    callback: Any = None, error_callback: Any = None) -> Any:
+        target = self._single_target(func)
+        if target is not None:
+            return target.apply_async(func, args, kwds, callback, error_callback)
+        if self._known.get(id(func)) is None and callable(func):
+            # Unknown function: run it on a thread, measured there; the
+            # next call goes where the measurement says.
+            return _core.Pool.apply_async(self, _ProbedCall(self, func), args, kwds, callback, error_callback)
+        return _core.Pool.apply_async(self, func, args, kwds, callback, error_callback)
+
+    def apply(self, func: Callable[..., R], args: Iterable[Any] = (), kwds: Optional[dict] = None) -> R:
+        return self.apply_async(func, args, kwds).get()
+
+    def submit(self, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> Any:
+        target = self._single_target(fn)
+        if target is not None:
+            return target.submit(fn, *args, **kwargs)
+        if self._known.get(id(fn)) is None and callable(fn):
+            return _core.Pool.submit(self, _ProbedCall(self, fn), *args, **kwargs)
+        return _core.Pool.submit(self, fn, *args, **kwargs)
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def close(self) -> None:
+        super().close()
+        if self._procs is not None:
+            self._procs.close()
+
+    def join(self) -> None:
+        super().join()
+        if self._procs is not None:
+            self._procs.join()
+
+    def terminate(self) -> None:
+        if self._procs is not None:
+            self._procs.terminate()
+        super().terminate()
+
+    def __repr__(self) -> str:
+        return f"<gilfree.Pool backend='auto' ({self.backend}) workers={self.workers} state={self.state!r}>"
+
+
+class _ProbedCall:
+    """fn, run on a worker thread under the GIL probe; the auto pool then
+    remembers where fn belongs."""
+
+    __slots__ = ("pool", "fn", "__qualname__")
+
+    def __init__(self, pool: AutoPool, fn: Any) -> None:
+        self.pool = weakref.ref(pool)
+        self.fn = fn
+        # Error messages name the user's function, not this wrapper.
+        self.__qualname__ = _probe._describe(fn)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        ok, value, probe = _probe._measure(self.fn, args, kwargs)
+        pool = self.pool()
+        if pool is not None and pool._known.get(id(self.fn)) is None:
+            pool._remember(self.fn, _auto.decide(self.fn, probe, 1, None, pool._procs is not None))
+        if not ok:
+            raise value
+        return value
+
+
+class _AutoIterator:
+    """imap on an auto pool: the probed items' results, then the chosen
+    backend's iterator (created on first need)."""
+
+    def __init__(self, first: List[Any], error: Optional[BaseException], make: Callable[[], Any]) -> None:
+        self._first = first
+        self._error = error
+        self._make: Optional[Callable[[], Any]] = make
+        self._rest: Any = None
+
+    def __iter__(self) -> "_AutoIterator":
+        return self
+
+    def __next__(self) -> Any:
+        if self._first:
+            return self._first.pop(0)
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        if self._rest is None:
+            if self._make is None:
+                raise StopIteration
+            self._rest = self._make()
+            self._make = None
+        return next(self._rest)
+
+    def close(self) -> None:
+        self._first = []
+        self._error = None
+        self._make = None
+        if self._rest is not None:
+            self._rest.close()
+
+
 def map(  # noqa: A001 - mirrors the builtin on purpose
     func: Callable[[Any], R],
     iterable: Iterable[Any],
     *,
     chunksize: Optional[int] = None,
     workers: Optional[int] = None,
-    backend: str = "threads",
+    backend: str = "auto",
     **options: Any,
 ) -> List[R]:
     """Return ``[func(x) for x in iterable]`` computed by a one-shot Pool.

@@ -511,9 +511,12 @@ def test_explicit_worker_counts(backend, workers):
         assert p.workers == workers
 
 
-def test_default_backend_is_threads():
+def test_default_backend_is_auto():
+    # Issue 4: "auto" is the default; it says "auto" until it has measured a
+    # function (tests/python/test_auto.py covers the decisions).
     with gilfree.Pool(1) as p:
-        assert p.backend == "threads"
+        assert isinstance(p, gilfree.Pool)
+        assert p.backend == "auto" and p.decision is None
 
 
 def test_usable_cpus():

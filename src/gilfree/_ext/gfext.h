@@ -446,6 +446,11 @@ void gfx_decorate_remote(gfx_state *st, PyObject *exc, PyObject *fn,
 
 PyObject *gfx_worker_main(PyObject *module, PyObject *args);
 
+/* probe.c: call with the GIL sampler running (gilfree.probe). */
+PyObject *gfx_probe_call(PyObject *module, PyObject *const *args,
+                         Py_ssize_t nargs);
+extern const char gfx_probe_call_doc[];
+
 /* Type specs, one per file; module.c creates the heap types from them. */
 extern PyType_Spec gfx_pool_spec;
 extern PyType_Spec gfx_asyncresult_spec;

@@ -242,6 +242,8 @@ PyDoc_STRVAR(worker_main_doc,
 
 static PyMethodDef module_methods[] = {
     {"_worker_main", gfx_worker_main, METH_VARARGS, worker_main_doc},
+    {"_probe_call", (PyCFunction)(void (*)(void))gfx_probe_call,
+     METH_FASTCALL, gfx_probe_call_doc},
     {"usable_cpus", usable_cpus, METH_NOARGS, usable_cpus_doc},
     {"strerror", core_strerror, METH_O, strerror_doc},
     {NULL, NULL, 0, NULL},

@@ -1,0 +1,148 @@
+"""``backend="auto"``: threads or processes, chosen by measuring the function.
+
+An auto pool starts as a thread pool (cheap).  The first time a map-style call
+meets a function, its first items run right here under the GIL probe
+(:mod:`gilfree._probe`) for a few milliseconds; their results are kept, not
+recomputed.  A function that releases the GIL most of the time stays on
+threads; one that holds it goes to a process pool, started on first need --
+unless the whole input would take less time serially than starting
+processes, in which case threads run it.  The decision is remembered per
+function and re-made when a later probe disagrees.  On an interpreter whose
+GIL is disabled (free-threaded CPython) threads are always right.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple
+
+from . import _probe
+from ._probe import Probe
+
+__all__ = ["Decision", "PerformanceWarning", "PROBE_SECONDS"]
+
+PROBE_SECONDS = 0.02
+"""How long the first items of a map run under the probe, at most."""
+
+PROCESS_START_SECONDS = 0.1
+"""What starting worker processes costs (forkserver, 2 workers, measured here:
+~80 ms); inputs cheaper than this run on threads."""
+
+
+TINY_ITEM_SECONDS = 5e-6
+"""Items cheaper than this stay on threads whatever the GIL does: moving them
+between processes costs more than running them (measured here: 1e6 x
+``x + 1`` runs at ~1.0x serial on threads, ~0.7x on processes)."""
+
+
+class PerformanceWarning(UserWarning):
+    """The chosen backend cannot speed this function up (see the message)."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Why an auto pool runs a function where it does.
+
+    ``backend`` is ``"threads"`` or ``"processes"``; ``reason`` says why in
+    words; ``probe`` holds the measurement (None when none was needed, e.g.
+    the GIL is disabled); ``items_probed`` and ``seconds_per_item`` describe
+    the probed items.
+    """
+
+    function: str
+    backend: str
+    reason: str
+    probe: Optional[Probe] = None
+    items_probed: int = 0
+    seconds_per_item: float = 0.0
+    remember: bool = field(default=True, repr=False, compare=False)
+
+    def __str__(self) -> str:
+        return f"{self.function} -> {self.backend}: {self.reason}"
+
+
+def _run_items(fn: Callable[..., Any], items: Iterator[Any], star: bool, budget: float) -> Tuple[List[Any], List[Any], Optional[BaseException]]:
+    """Call fn on items until the budget is spent or they run out: (inputs
+    taken, results, the exception of the last one taken or None)."""
+    taken: List[Any] = []
+    results: List[Any] = []
+    deadline = time.perf_counter() + budget
+    for item in items:
+        taken.append(item)
+        try:
+            results.append(fn(*item) if star else fn(item))
+        except Exception as exc:  # noqa: BLE001 - re-raised by the caller, with its index
+            return taken, results, exc
+        if time.perf_counter() >= deadline:
+            break
+    return taken, results, None
+
+
+def decide(fn: Callable[..., Any], probe: Optional[Probe], count: int, remaining: Optional[int],
+           processes_running: bool = False) -> Decision:
+    """The backend for fn, from the probe of its first `count` items and the
+    number of items still to come (None: unknown)."""
+    name = _probe._describe(fn)
+    if not _probe.gil_enabled():
+        return Decision(name, "threads", "the GIL is disabled: threads run Python in parallel")
+    assert probe is not None
+    per_item = probe.wall_time / max(1, count)
+    if not processes_running and remaining is not None and per_item * remaining < PROCESS_START_SECONDS:
+        # Whatever the GIL does, processes cannot pay for themselves here
+        # (and so short a probe says little).  Not remembered: a bigger
+        # input of the same function is measured afresh.
+        return Decision(name, "threads",
+                        f"the rest of the input (~{per_item * remaining * 1e3:.1f} ms serially) "
+                        "costs less than starting processes", probe, count, per_item,
+                        remember=False)
+    if probe.releases_gil:
+        return Decision(name, "threads",
+                        f"it released the GIL {1 - probe.gil_held:.0%} of the time",
+                        probe, count, per_item)
+    if per_item < TINY_ITEM_SECONDS:
+        return Decision(name, "threads",
+                        f"it holds the GIL ({probe.gil_held:.0%}), but an item takes "
+                        f"~{per_item * 1e6:.2f} us: sending items to processes would cost more "
+                        "than running them", probe, count, per_item)
+    return Decision(name, "processes",
+                    f"it held the GIL {probe.gil_held:.0%} of the time: threads would run it "
+                    "one at a time", probe, count, per_item)
+
+
+def probe_first_items(fn: Callable[..., Any], iterable: Iterable[Any], star: bool,
+                      processes_running: bool = False) -> Tuple[Decision, List[Any], List[Any], Iterator[Any], Optional[BaseException]]:
+    """Run the first items of a map under the probe.
+
+    Returns (decision, inputs taken, their results, an iterator over the rest
+    of the input, the exception an item raised or None)."""
+    remaining_total: Optional[int]
+    try:
+        remaining_total = len(iterable)  # type: ignore[arg-type]
+    except TypeError:
+        remaining_total = None
+    it = iter(iterable)
+    if not _probe.gil_enabled():
+        return decide(fn, None, 0, remaining_total), [], [], it, None
+    ok, value, probe = _probe._measure(_run_items, (fn, it, star, PROBE_SECONDS), None)
+    if not ok:
+        raise value
+    taken, results, error = value
+    remaining = None if remaining_total is None else remaining_total - len(taken)
+    decision = decide(fn, probe, max(1, len(taken)), remaining, processes_running)
+    return decision, taken, results, it, error
+
+
+def performance_warning(fn: Callable[..., Any], probe: Probe, items: int, workers: int) -> None:
+    """Warn that a thread pool ran a GIL-holding function one item at a time."""
+    warnings.warn(
+        f"gilfree: {_probe._describe(fn)} held the GIL {probe.gil_held:.0%} of the time "
+        f"while {workers} worker threads mapped it over {items} items "
+        f"({probe.wall_time * 1e3:.0f} ms wall, {probe.cpu_time * 1e3:.0f} ms CPU): "
+        "threads run it one at a time. Use backend='processes' (or 'auto', which "
+        "measures and chooses).",
+        PerformanceWarning,
+        stacklevel=4,
+    )
+

@@ -1,0 +1,141 @@
+/* The GIL probe: how much of a call's time did it hold the GIL?
+ *
+ * While the caller runs the function, a sampler thread (a native thread
+ * attached to the interpreter) loops: pause a little without the GIL, then
+ * take the GIL and time how long that took, release it at once.  When the
+ * function holds the GIL, the sampler waits until the holder is asked to
+ * drop it (the interpreter's switch interval, 5 ms by default); when the
+ * function runs in C with the GIL released (sleep, hashlib, zlib, numpy,
+ * file reads), the sampler gets it at once.  So
+ *
+ *     held ~= sum(wait) / sum(wait + pause)
+ *
+ * is the share of the time the GIL was not available to another thread.
+ * The sampler's own hold is a few microseconds per cycle, and the forced
+ * switches cost the function about one context switch per switch interval.
+ *
+ * The sampler starts detached and never runs Python code.  On a
+ * free-threaded build with the GIL disabled taking the "GIL" (attaching)
+ * never waits, and the probe says so (threads are then the right choice).
+ */
+#include "gfext.h"
+
+#include <signal.h>
+#include <time.h>
+
+#define PROBE_PAUSE_NS 100000  /* between two samples: 0.1 ms */
+
+typedef struct {
+    PyInterpreterState *interp;
+    _Atomic int stop;
+    _Atomic int started;
+    /* Written by the sampler only; read after pthread_join. */
+    int64_t wait_ns;
+    int64_t pause_ns;
+    int64_t samples;
+    int64_t max_wait_ns;
+} sampler;
+
+static void *
+sampler_main(void *arg)
+{
+    sampler *s = arg;
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL);
+    PyThreadState *ts = PyThreadState_New(s->interp);
+    atomic_store(&s->started, 1);
+    if (ts == NULL) {
+        return NULL;
+    }
+    struct timespec pause = {0, PROBE_PAUSE_NS};
+    while (!atomic_load_explicit(&s->stop, memory_order_relaxed)) {
+        int64_t p0 = gf_now_ns();
+        nanosleep(&pause, NULL);
+        int64_t t0 = gf_now_ns();
+        if (atomic_load_explicit(&s->stop, memory_order_relaxed)) {
+            break;
+        }
+        PyEval_RestoreThread(ts);   /* waits for the GIL */
+        int64_t t1 = gf_now_ns();
+        PyEval_SaveThread();
+        s->pause_ns += t0 - p0;
+        s->wait_ns += t1 - t0;
+        s->samples++;
+        if (t1 - t0 > s->max_wait_ns) {
+            s->max_wait_ns = t1 - t0;
+        }
+    }
+    PyEval_RestoreThread(ts);
+    PyThreadState_Clear(ts);
+    PyThreadState_DeleteCurrent();
+    return NULL;
+}
+
+static int64_t
+process_cpu_ns(void)
+{
+    struct timespec t;
+    if (clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t) != 0) {
+        return 0;
+    }
+    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+const char gfx_probe_call_doc[] =
+"_probe_call(fn, args, kwargs, /)\n--\n\n"
+"Call fn(*args, **kwargs) with the GIL sampler running (internal: see\n"
+"gilfree.probe).  Returns (ok, value, wall_ns, cpu_ns, wait_ns, pause_ns,\n"
+"samples, max_wait_ns): ok is False when fn raised, and value is then the\n"
+"exception.";
+
+PyObject *
+gfx_probe_call(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3 || !PyTuple_Check(args[1]) ||
+        (args[2] != Py_None && !PyDict_Check(args[2]))) {
+        PyErr_SetString(PyExc_TypeError,
+                        "_probe_call(fn, args: tuple, kwargs: dict | None)");
+        return NULL;
+    }
+    PyObject *fn = args[0], *fargs = args[1];
+    PyObject *fkw = args[2] == Py_None ? NULL : args[2];
+    sampler *s = PyMem_RawCalloc(1, sizeof *s);
+    if (s == NULL) {
+        return PyErr_NoMemory();
+    }
+    s->interp = PyInterpreterState_Get();
+    pthread_t th;
+    int rc = pthread_create(&th, NULL, sampler_main, s);
+    if (rc != 0) {
+        PyMem_RawFree(s);
+        return gfx_raise(-rc, "gilfree.probe(): starting the sampler thread");
+    }
+    /* Let the sampler get going (it needs the GIL once it has created its
+     * thread state): the measurement starts when it runs. */
+    Py_BEGIN_ALLOW_THREADS
+    while (!atomic_load(&s->started)) {
+        gf_cpu_relax();
+    }
+    Py_END_ALLOW_THREADS
+    int64_t w0 = gf_now_ns(), c0 = process_cpu_ns();
+    PyObject *value = PyObject_Call(fn, fargs, fkw);
+    int64_t w1 = gf_now_ns(), c1 = process_cpu_ns();
+    int ok = value != NULL;
+    if (!ok) {
+        value = gfx_fetch_exception();
+    }
+    atomic_store(&s->stop, 1);
+    Py_BEGIN_ALLOW_THREADS
+    pthread_join(th, NULL);
+    Py_END_ALLOW_THREADS
+    PyObject *res = NULL;
+    if (value != NULL) {
+        res = Py_BuildValue("(ONLLLLLL)", ok ? Py_True : Py_False, value,
+                            (long long)(w1 - w0), (long long)(c1 - c0),
+                            (long long)s->wait_ns, (long long)s->pause_ns,
+                            (long long)s->samples, (long long)s->max_wait_ns);
+    }
+    PyMem_RawFree(s);
+    return res;
+}

@@ -1,0 +1,141 @@
+"""The GIL probe: how much of a call's time did it hold the GIL?
+
+:func:`probe` runs ``fn(*args, **kwargs)`` in the calling thread while a
+native sampler thread (C, ``_ext/probe.c``) keeps trying to take the GIL:
+whenever the call holds the GIL the sampler waits (until the interpreter asks
+the holder to drop it, every switch interval), whenever the call runs in C
+with the GIL released the sampler gets it at once.  The share of the time the
+sampler had to wait is the GIL-held fraction.  ``backend="auto"`` uses the
+same measurement on the first chunk of a map.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Tuple
+
+from . import _core
+
+__all__ = ["Probe", "probe", "gil_enabled", "HOLDS_GIL_ABOVE"]
+
+HOLDS_GIL_ABOVE = 0.5
+"""A call that held the GIL more than this share of its time "holds the GIL"."""
+
+MIN_SAMPLES = 3
+"""Fewer samples than this (a call shorter than ~0.3 ms) make a rough probe."""
+
+
+def gil_enabled() -> bool:
+    """Whether this interpreter runs with a GIL (False on free-threaded
+    CPython started with the GIL disabled)."""
+    check = getattr(sys, "_is_gil_enabled", None)
+    return True if check is None else bool(check())
+
+
+def _describe(fn: Any) -> str:
+    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None)
+    module = getattr(fn, "__module__", None)
+    if isinstance(name, str):
+        return f"{module}.{name}" if isinstance(module, str) else name
+    return repr(fn)
+
+
+@dataclass(frozen=True, repr=False)
+class Probe:
+    """What :func:`probe` measured about one call.
+
+    ``wall_time`` and ``cpu_time`` (the whole process's) are in seconds;
+    ``gil_held`` is the share (0.0-1.0) of the call's time during which
+    another thread could not get the GIL; ``samples`` is how many times the
+    sampler tried.
+
+    >>> import time, gilfree
+    >>> p = gilfree.probe(time.sleep, 0.05)
+    >>> p.releases_gil, p.recommended_backend
+    (True, 'threads')
+    """
+
+    function: str
+    wall_time: float
+    cpu_time: float
+    gil_held: float
+    samples: int
+    gil_enabled: bool
+    sampled_time: float = 0.0
+    value: Any = field(default=None, compare=False)
+
+    @property
+    def releases_gil(self) -> bool:
+        """True if the call let other threads have the GIL most of the time."""
+        return not self.gil_enabled or self.gil_held <= HOLDS_GIL_ABOVE
+
+    @property
+    def recommended_backend(self) -> str:
+        """``"threads"`` for a call that releases the GIL (or when there is no
+        GIL), else ``"processes"``."""
+        return "threads" if self.releases_gil else "processes"
+
+    @property
+    def confident(self) -> bool:
+        """False when the call was too short to sample (under ~0.3 ms).  A
+        C call that holds the GIL all along gives one long sample: that one
+        covers the call and is conclusive."""
+        return (
+            not self.gil_enabled
+            or self.samples >= MIN_SAMPLES
+            or self.sampled_time >= 0.5 * self.wall_time
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"Probe({self.function}: wall {self.wall_time * 1e3:.2f} ms, "
+            f"cpu {self.cpu_time * 1e3:.2f} ms, GIL held {self.gil_held:.0%} "
+            f"({self.samples} samples{'' if self.confident else ', too short to tell'}), "
+            f"releases_gil={self.releases_gil}, gil_enabled={self.gil_enabled}, "
+            f"recommended_backend={self.recommended_backend!r})"
+        )
+
+
+def _measure(fn: Callable[..., Any], args: Tuple[Any, ...], kwargs: Optional[dict]) -> Tuple[bool, Any, Probe]:
+    """Run the call under the sampler: (ok, value or exception, Probe)."""
+    ok, value, wall_ns, cpu_ns, wait_ns, pause_ns, samples, _max_wait = _core._probe_call(fn, args, kwargs or None)
+    if samples > 0:
+        held = wait_ns / max(1, wait_ns + pause_ns)
+    else:
+        # Too short to sample: a call that kept a CPU busy all along most
+        # likely held the GIL (rough; Probe.confident says so).
+        held = min(1.0, cpu_ns / wall_ns) if wall_ns > 0 else 1.0
+    held = 0.0 if math.isnan(held) else max(0.0, min(1.0, held))
+    result = Probe(
+        function=_describe(fn),
+        wall_time=wall_ns / 1e9,
+        cpu_time=cpu_ns / 1e9,
+        gil_held=held,
+        samples=int(samples),
+        gil_enabled=gil_enabled(),
+        sampled_time=(wait_ns + pause_ns) / 1e9,
+        value=value if ok else None,
+    )
+    return ok, value, result
+
+
+def probe(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Probe:
+    """Run ``fn(*args, **kwargs)`` here and measure how much of its time it
+    held the GIL; return a :class:`Probe` (its ``value`` is the call's result).
+
+    An exception raised by the call propagates.  Waits with the GIL released
+    apart from the call itself, so other threads keep running.
+
+    >>> import gilfree
+    >>> p = gilfree.probe(sum, range(3_000_000))
+    >>> p.value, p.releases_gil, p.recommended_backend
+    (4499998500000, False, 'processes')
+    """
+    if not callable(fn):
+        raise TypeError(f"gilfree.probe(): fn must be callable, got {fn!r} (type {type(fn).__name__})")
+    ok, value, result = _measure(fn, args, kwargs)
+    if not ok:
+        raise value
+    return result

@@ -1,0 +1,175 @@
+"""backend="auto" (the default): threads or processes, chosen by measurement.
+
+The decision is tested on both kinds of function, on small inputs, on errors
+inside the probed items, for single calls, for the free-threaded case, and
+the PerformanceWarning of an explicit thread pool running a GIL-holding
+function.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import hashlib
+import os
+import warnings
+
+import pytest
+
+import gilfree
+from gilfree import _probe
+
+pytestmark = pytest.mark.timeout(120)
+
+DATA = os.urandom(2 << 20)
+
+
+def holds(n: int) -> int:
+    """Pure Python: holds the GIL."""
+    total = 0
+    for i in range(n):
+        total += i % 7
+    return total
+
+
+def releases(i: int) -> str:
+    """hashlib over 2 MB: releases the GIL."""
+    return hashlib.sha256(DATA + bytes([i % 256])).hexdigest()[:12]
+
+
+def fails_on_3(n: int) -> int:
+    if n == 3:
+        raise ValueError("three")
+    return holds(20_000)
+
+
+def test_gil_holding_function_goes_to_processes():
+    items = [150_000] * 24
+    with gilfree.Pool(2) as pool:
+        assert pool.backend == "auto"
+        got = pool.map(holds, items)
+        assert got == [holds(150_000)] * 24
+        assert pool.backend == "processes", pool.decision
+        d = pool.decision
+        assert isinstance(d, gilfree.Decision)
+        assert d.backend == "processes" and d.probe is not None
+        assert d.probe.gil_held > 0.5 and not d.probe.releases_gil
+        assert d.items_probed >= 1 and d.seconds_per_item > 0
+        assert "GIL" in d.reason and "holds" in str(d) or "held" in str(d)
+        assert len(pool.pids) == 2
+        # The decision is remembered: the next map of holds goes there directly.
+        assert pool.map(holds, list(range(100, 120))) == [holds(n) for n in range(100, 120)]
+        assert pool.backend == "processes"
+
+
+def test_gil_releasing_function_stays_on_threads():
+    with gilfree.Pool(2) as pool:
+        got = pool.map(releases, range(30))
+        assert got == [releases(i) for i in range(30)]
+        assert pool.backend == "threads", pool.decision
+        assert pool.decision.probe.releases_gil
+        assert pool.pids == []  # no process was started
+
+
+def test_small_input_runs_on_threads():
+    with gilfree.Pool(2) as pool:
+        assert pool.map(holds, [1000] * 5) == [holds(1000)] * 5
+        assert pool.backend == "threads"
+        assert "starting processes" in pool.decision.reason
+        assert pool.pids == []
+
+
+def test_probed_items_are_not_recomputed(recorder):
+    def record_and_hold(n):
+        gilfree_record(recorder.path, n)
+        return holds(60_000)
+
+    with gilfree.Pool(2) as pool:
+        assert len(pool.map(record_and_hold, range(40))) == 40
+    lines = recorder.lines()
+    assert sorted(int(x) for x in lines) == list(range(40)), "an input ran twice or never"
+
+
+def gilfree_record(path, tag):
+    from gfsupport import record
+
+    record(path, tag)
+
+
+def test_error_in_a_probed_item_names_its_index():
+    with gilfree.Pool(2) as pool:
+        with pytest.raises(ValueError, match="three") as info:
+            pool.map(fails_on_3, range(10))
+        assert any("input index 3" in note for note in getattr(info.value, "__notes__", []))
+        # imap raises at that position and continues.
+        it = pool.imap(fails_on_3, range(6))
+        out = []
+        for _ in range(6):
+            try:
+                out.append(next(it))
+            except ValueError:
+                out.append("error")
+        assert out[3] == "error" and len([x for x in out if x != "error"]) == 5
+
+
+def test_imap_over_a_generator_keeps_order():
+    with gilfree.Pool(2) as pool:
+        got = list(pool.imap(holds, (n for n in range(0, 40_000, 1000))))
+        assert got == [holds(n) for n in range(0, 40_000, 1000)]
+        assert sorted(pool.imap_unordered(releases, range(10))) == sorted(releases(i) for i in range(10))
+        assert pool.starmap(divmod, [(7, 2), (9, 4)]) == [(3, 1), (2, 1)]
+
+
+def test_single_calls_learn_where_a_function_belongs():
+    with gilfree.Pool(2) as pool:
+        assert pool.apply(holds, (300_000,)) == holds(300_000)  # measured, on a thread
+        assert pool.decision.backend == "processes"
+        assert pool.submit(holds, 300_000).result() == holds(300_000)  # now in a process
+        assert len(pool.pids) == 2
+        fut = pool.submit(releases, 1)
+        assert isinstance(fut, cf.Future) and fut.result() == releases(1)
+
+
+def test_no_gil_means_threads(monkeypatch):
+    monkeypatch.setattr(_probe, "gil_enabled", lambda: False)
+    with gilfree.Pool(2) as pool:
+        assert pool.map(holds, [100_000] * 10) == [holds(100_000)] * 10
+        assert pool.backend == "threads"
+        assert "GIL is disabled" in pool.decision.reason and pool.decision.probe is None
+
+
+def test_oneshot_map_defaults_to_auto():
+    assert gilfree.map(holds, [200_000] * 8, workers=2) == [holds(200_000)] * 8
+
+
+def test_closed_auto_pool_refuses_work():
+    pool = gilfree.Pool(2)
+    pool.close()
+    pool.join()
+    with pytest.raises(ValueError, match="closed"):
+        pool.map(holds, [1, 2])
+
+
+# --------------------------------------------------------------------------
+# PerformanceWarning on an explicit thread pool
+
+
+def test_threads_backend_warns_once_for_a_gil_holding_function():
+    with gilfree.Pool(2, backend="threads") as pool:
+        with pytest.warns(gilfree.PerformanceWarning) as record:
+            pool.map(holds, [100_000] * 40)
+        assert len(record) == 1
+        message = str(record[0].message)
+        assert "held the GIL" in message and "backend='processes'" in message
+        assert "%" in message and "ms" in message  # the measured numbers
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            pool.map(holds, [100_000] * 20)  # once per pool
+            pool.map(str, range(5))
+
+
+def test_threads_backend_does_not_warn_for_gil_releasing_or_tiny_work():
+    with gilfree.Pool(2, backend="threads") as pool:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            pool.map(releases, range(30))
+            pool.map(abs, range(200_000))  # tiny items: processes would not help
