@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable, Iterator, List, Optional, TypeVar
 
 from . import _auto, _core, _probe
 from ._auto import Decision, PerformanceWarning
-from ._process import process_options
+from ._process import inner_threads_for, limit_inner_threads, process_options
 
 __all__ = ["Pool", "map", "usable_cpus", "Decision", "PerformanceWarning"]
 
@@ -114,12 +114,20 @@ class Pool(_core.Pool):
         start_method: Optional[str] = None,
         task_timeout: Optional[float] = None,
         retries: int = 0,
+        inner_threads: Optional[int] = None,
     ) -> None:
-        proc = process_options(backend, start_method, task_timeout, retries)
+        inner = inner_threads_for(inner_threads, workers)
+        proc = process_options(backend, start_method, task_timeout, retries, inner)
+        self._inner_limits: Any = None
         if proc is None:
             super().__init__(workers, backend)
+            # Thread workers share the process's BLAS/OpenMP pools: hold
+            # the ones loaded to their share while this pool lives (the
+            # environment, which other programs inherit, is left alone).
+            self._inner_limits = limit_inner_threads(inner, env=False)
         else:
             super().__init__(workers, backend, _process=proc)
+        self.inner_threads = inner
         self._gil_checked: set = set()
         self._gil_warned = False
         with _live_lock:
@@ -186,6 +194,9 @@ class Pool(_core.Pool):
     def _forget(self) -> None:
         with _live_lock:
             _live_pools.discard(self)
+        limits, self._inner_limits = getattr(self, "_inner_limits", None), None
+        if limits is not None:
+            limits.restore_original_limits()
 
     def __repr__(self) -> str:
         return f"<gilfree.Pool backend={self.backend!r} workers={self.workers} state={self.state!r}>"
@@ -248,15 +259,17 @@ class AutoPool(Pool):
         start_method: Optional[str] = None,
         task_timeout: Optional[float] = None,
         retries: int = 0,
+        inner_threads: Optional[int] = None,
     ) -> None:
         # Check the process options now, although they only apply if
         # processes are chosen.
         process_options("processes", start_method, task_timeout, retries)
-        self._proc_options = {"start_method": start_method, "task_timeout": task_timeout, "retries": retries}
+        self._proc_options = {"start_method": start_method, "task_timeout": task_timeout, "retries": retries,
+                              "inner_threads": inner_threads}
         self._procs: Optional[Pool] = None
         self._known: "dict[int, _Probed]" = {}
         self._last: Optional[Decision] = None
-        super().__init__(workers, "threads")
+        super().__init__(workers, "threads", inner_threads=inner_threads)
 
     # -- what was chosen ------------------------------------------------------
 

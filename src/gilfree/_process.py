@@ -84,8 +84,41 @@ def _rebuild_buffer(buf: Any, kind: str, fmt: str, shape: Any) -> Any:
     return view
 
 
-def _worker_entry(mem: _Fd, pool: _Fd, sock: _Fd, pidfd: Optional[_Fd], pool_pid: int, slot: int) -> None:
+INNER_THREAD_VARS = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "BLIS_NUM_THREADS",
+)
+"""Environment variables that size BLAS/OpenMP thread pools when a library loads."""
+
+
+def limit_inner_threads(n: int, env: bool = True) -> Any:
+    """Hold BLAS/OpenMP thread pools to n threads: libraries already loaded
+    through threadpoolctl and, with env (a worker process), libraries loaded
+    later through the usual environment variables.  Returns threadpoolctl's
+    limiter (restore_original_limits() undoes it), or None without
+    threadpoolctl."""
+    if env:
+        for var in INNER_THREAD_VARS:
+            os.environ[var] = str(n)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - a dependency, but be kind
+        return None
+    return threadpool_limits(limits=n)
+
+
+def _worker_entry(mem: _Fd, pool: _Fd, sock: _Fd, pidfd: Optional[_Fd], pool_pid: int, slot: int,
+                  inner_threads: int = 0) -> None:
     from . import _core
+
+    if inner_threads > 0:
+        # workers x inner threads <= usable CPUs: no oversubscription when
+        # each task calls into BLAS or OpenMP.
+        _limits = limit_inner_threads(inner_threads)  # noqa: F841 - kept for the worker's life
 
     # The pool starts its workers as daemons so that multiprocessing's exit
     # handler in the pool never waits for them; but inside the worker that
@@ -99,13 +132,15 @@ def _worker_entry(mem: _Fd, pool: _Fd, sock: _Fd, pidfd: Optional[_Fd], pool_pid
 class _Starter:
     """Called by the C engine (with the GIL) to start the worker of a slot."""
 
-    def __init__(self, ctx: Any) -> None:
+    def __init__(self, ctx: Any, inner_threads: int) -> None:
         self._ctx = ctx
+        self._inner = inner_threads
 
     def __call__(self, slot: int, memfd: int, poolfd: int, sockfd: int, pidfd: int, pool_pid: int) -> Tuple[int, Any]:
         proc = self._ctx.Process(
             target=_worker_entry,
-            args=(_Fd(memfd), _Fd(poolfd), _Fd(sockfd), _Fd(pidfd) if pidfd >= 0 else None, pool_pid, slot),
+            args=(_Fd(memfd), _Fd(poolfd), _Fd(sockfd), _Fd(pidfd) if pidfd >= 0 else None, pool_pid, slot,
+                  self._inner),
             name=f"gilfree-worker-{slot}",
             daemon=True,
         )
@@ -130,11 +165,28 @@ def _check_number(name: str, value: Any, *, allow_zero: bool) -> float:
     return float(value)
 
 
+def inner_threads_for(inner_threads: Optional[int], workers: Optional[int]) -> int:
+    """The BLAS/OpenMP threads each worker may use: the value given, or
+    usable CPUs // workers (at least 1)."""
+    from ._core import usable_cpus
+
+    if inner_threads is not None:
+        if isinstance(inner_threads, bool) or not isinstance(inner_threads, int):
+            raise TypeError(f"Pool(): inner_threads must be an int or None, got {inner_threads!r}")
+        if inner_threads < 1:
+            raise ValueError(f"Pool(): inner_threads must be >= 1, got {inner_threads!r}")
+        return inner_threads
+    cpus = usable_cpus()
+    n = workers if isinstance(workers, int) and not isinstance(workers, bool) and workers >= 1 else cpus
+    return max(1, cpus // n)
+
+
 def process_options(
     backend: Any,
     start_method: Optional[str],
     task_timeout: Optional[float],
     retries: int,
+    inner_threads: int = 0,
 ) -> Optional[tuple]:
     """Check the process-backend options; the tuple ``_core.Pool`` takes, or None for threads."""
     if isinstance(retries, bool) or not isinstance(retries, int):
@@ -178,7 +230,7 @@ def process_options(
         except Exception:  # pragma: no cover - defensive
             pass
     children = method in ("fork", "spawn")
-    return (children, timeout, retries, _Starter(ctx), _reap)
+    return (children, timeout, retries, _Starter(ctx, inner_threads), _reap)
 
 
 def _after_fork_in_child() -> None:

@@ -173,3 +173,42 @@ def test_threads_backend_does_not_warn_for_gil_releasing_or_tiny_work():
             warnings.simplefilter("error")
             pool.map(releases, range(30))
             pool.map(abs, range(200_000))  # tiny items: processes would not help
+
+
+# --------------------------------------------------------------------------
+# Oversubscription: workers x inner threads <= usable CPUs
+
+
+def blas_threads(_=None):
+    import numpy  # noqa: F401 - loads a BLAS (in a worker: after the limits were set)
+    import threadpoolctl
+
+    return sorted({d["num_threads"] for d in threadpoolctl.threadpool_info()}), os.environ.get("OMP_NUM_THREADS")
+
+
+@pytest.mark.parametrize("backend", ["threads", "processes"])
+def test_inner_threads_are_limited(backend):
+    np = pytest.importorskip("numpy")  # noqa: F841 - loads a BLAS
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    if not threadpoolctl.threadpool_info():
+        pytest.skip("no BLAS/OpenMP library loaded here")
+    cpus = gilfree.usable_cpus()
+    before = blas_threads()
+    with gilfree.Pool(cpus, backend=backend) as pool:
+        assert pool.inner_threads == 1
+        counts, env = pool.apply(blas_threads)
+        assert counts == [1], counts
+        if backend == "processes":
+            assert env == "1"
+    with gilfree.Pool(1, backend=backend, inner_threads=2) as pool:
+        assert pool.inner_threads == 2
+        counts, _ = pool.apply(blas_threads)
+        assert max(counts) <= 2
+    assert blas_threads() == before  # restored after the pool
+
+
+def test_inner_threads_argument_checks():
+    with pytest.raises(ValueError):
+        gilfree.Pool(2, backend="threads", inner_threads=0)
+    with pytest.raises(TypeError):
+        gilfree.Pool(2, backend="threads", inner_threads=1.5)
