@@ -23,8 +23,10 @@ from ._probe import Probe
 
 __all__ = ["Decision", "PerformanceWarning", "PROBE_SECONDS"]
 
-PROBE_SECONDS = 0.02
-"""How long the first items of a map run under the probe, at most."""
+PROBE_SECONDS = 0.01
+"""How long the first items of a map run under the probe, at most (they run
+here, one after the other: the probe costs about half of this in lost
+parallelism on the first call only)."""
 
 PROCESS_START_SECONDS = 0.1
 """What starting worker processes costs (forkserver, 2 workers, measured here:
@@ -89,18 +91,18 @@ def decide(fn: Callable[..., Any], probe: Optional[Probe], count: int, remaining
         return Decision(name, "threads", "the GIL is disabled: threads run Python in parallel")
     assert probe is not None
     per_item = probe.wall_time / max(1, count)
-    if not processes_running and remaining is not None and per_item * remaining < PROCESS_START_SECONDS:
-        # Whatever the GIL does, processes cannot pay for themselves here
-        # (and so short a probe says little).  Not remembered: a bigger
-        # input of the same function is measured afresh.
-        return Decision(name, "threads",
-                        f"the rest of the input (~{per_item * remaining * 1e3:.1f} ms serially) "
-                        "costs less than starting processes", probe, count, per_item,
-                        remember=False)
     if probe.releases_gil:
         return Decision(name, "threads",
                         f"it released the GIL {1 - probe.gil_held:.0%} of the time",
                         probe, count, per_item)
+    if not processes_running and remaining is not None and per_item * remaining < PROCESS_START_SECONDS:
+        # It holds the GIL, but processes cannot pay for their start-up on
+        # so little work.  Not remembered: a bigger input (or this one
+        # again, see AutoPool) may well pay for them.
+        return Decision(name, "threads",
+                        f"it holds the GIL ({probe.gil_held:.0%}), but the rest of the input "
+                        f"(~{per_item * remaining * 1e3:.1f} ms serially) costs less than "
+                        "starting processes", probe, count, per_item, remember=False)
     if per_item < TINY_ITEM_SECONDS:
         return Decision(name, "threads",
                         f"it holds the GIL ({probe.gil_held:.0%}), but an item takes "

@@ -268,6 +268,7 @@ class AutoPool(Pool):
                               "inner_threads": inner_threads}
         self._procs: Optional[Pool] = None
         self._known: "dict[int, _Probed]" = {}
+        self._small: "dict[int, Any]" = {}
         self._last: Optional[Decision] = None
         super().__init__(workers, "threads", inner_threads=inner_threads)
 
@@ -336,9 +337,16 @@ class AutoPool(Pool):
         error: Optional[BaseException] = None
         rest: Any = iterable
         if decision is None:
+            # A GIL-holding function seen a second time on small inputs: the
+            # process start-up is worth paying now, it will be used again.
+            again = self._small.get(id(func)) is func
             decision, taken, results, rest_it, error = _auto.probe_first_items(
-                func, iterable, star, self._procs is not None
+                func, iterable, star, self._procs is not None or again
             )
+            if not decision.remember:
+                if len(self._small) >= 64:
+                    self._small.pop(next(iter(self._small)))
+                self._small[id(func)] = func
             self._remember(func, decision)
             # Keep a list, tuple or range a sequence: the backends take
             # sequences by the fast path (and ranges as two numbers).
