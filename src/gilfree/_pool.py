@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
+import traceback
 import warnings
 import weakref
 from typing import Any, Callable, Iterable, Iterator, List, Optional, TypeVar
@@ -159,13 +160,21 @@ class Pool(_core.Pool):
 
     def _checked(self, method: Any, func: Any, iterable: Any, chunksize: Any) -> Any:
         self._gil_checked.add(id(func))
-        ok, value, probe = _probe._measure(method, (self, func, iterable, chunksize), None)
+        cpu0 = _worker_threads_cpu()
+        ok, value, probe = _probe._measure(method, (self, func, iterable, chunksize), None, own_thread=False)
         if not ok:
             raise value
+        cpu1 = _worker_threads_cpu()
+        workers_cpu = None if cpu0 is None or cpu1 is None else cpu1 - cpu0
         items = len(value)
         if (
             items
+            and workers_cpu is not None
             and probe.gil_held >= 0.7
+            # The GIL was busy AND the workers computed about one core's
+            # worth between them: they took turns.  (Another busy thread of
+            # the program keeps the GIL busy too, but not the workers.)
+            and 0.6 * probe.wall_time <= workers_cpu <= 1.4 * probe.wall_time
             and probe.wall_time >= 0.05
             and probe.wall_time / items >= 50e-6  # tiny items: processes would not help
         ):
@@ -218,6 +227,29 @@ class Pool(_core.Pool):
         raise TypeError(
             "gilfree.Pool objects cannot be pickled or passed to other processes"
         )
+
+
+def _worker_threads_cpu() -> Optional[float]:
+    """CPU seconds used so far by gilfree's native threads ("gilfree-*"), from
+    /proc; None where that cannot be read (not Linux)."""
+    try:
+        tids = os.listdir("/proc/self/task")
+        ticks = os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError):
+        return None
+    total = 0
+    for tid in tids:
+        try:
+            with open(f"/proc/self/task/{tid}/comm", encoding="ascii", errors="replace") as f:
+                if not f.read().startswith("gilfree-"):
+                    continue
+            with open(f"/proc/self/task/{tid}/stat", encoding="ascii", errors="replace") as f:
+                stat = f.read()
+        except OSError:
+            continue  # the thread has just exited
+        fields = stat[stat.rfind(")") + 2 :].split()
+        total += int(fields[11]) + int(fields[12])  # utime + stime
+    return total / ticks
 
 
 class _Probed:
@@ -352,9 +384,17 @@ class AutoPool(Pool):
             # sequences by the fast path (and ranges as two numbers).
             rest = iterable[len(taken):] if isinstance(iterable, (list, tuple, range)) else rest_it
         if error is not None:
+            # As from a worker: the input index in a RemoteTraceback cause
+            # and in a note (here the traceback is this thread's own).
             index = len(taken) - 1
+            name = _probe._describe(func)
+            text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+            error.__cause__ = _core.RemoteTraceback(
+                f'\n"""\n{text}"""\n(raised in the calling thread while gilfree measured {name} '
+                f"on its first inputs, on input index {index})"
+            )
             try:
-                error.add_note(f"gilfree: {_probe._describe(func)} failed on input index {index}")
+                error.add_note(f"gilfree: {name} failed on input index {index}")
             except AttributeError:  # pragma: no cover - Python 3.10
                 pass
             if not lazy:

@@ -48,7 +48,7 @@ def _describe(fn: Any) -> str:
 class Probe:
     """What :func:`probe` measured about one call.
 
-    ``wall_time`` and ``cpu_time`` (the whole process's) are in seconds;
+    ``wall_time`` and ``cpu_time`` (the calling thread's) are in seconds;
     ``gil_held`` is the share (0.0-1.0) of the call's time during which
     another thread could not get the GIL; ``samples`` is how many times the
     sampler tried.
@@ -101,15 +101,34 @@ class Probe:
         )
 
 
-def _measure(fn: Callable[..., Any], args: Tuple[Any, ...], kwargs: Optional[dict]) -> Tuple[bool, Any, Probe]:
-    """Run the call under the sampler: (ok, value or exception, Probe)."""
-    ok, value, wall_ns, cpu_ns, wait_ns, pause_ns, samples, _max_wait = _core._probe_call(fn, args, kwargs or None)
+def _measure(fn: Callable[..., Any], args: Tuple[Any, ...], kwargs: Optional[dict],
+             own_thread: bool = True) -> Tuple[bool, Any, Probe]:
+    """Run the call under the sampler: (ok, value or exception, Probe).
+
+    own_thread (the probe): the call runs Python in this thread, so the
+    share of the GIL it held is bounded by how much this thread ran (with a
+    margin, see below) -- that keeps other busy threads from being blamed on
+    a call that sleeps or waits, and cpu_time is this thread's.  Otherwise (watching a pool's map, whose
+    caller only waits) the sampler's share stands and cpu_time is the
+    whole process's."""
+    (ok, value, wall_ns, thread_cpu_ns, wait_ns, pause_ns, samples, _max_wait,
+     process_cpu_ns) = _core._probe_call(fn, args, kwargs or None)
+    cpu_ns = thread_cpu_ns if own_thread else process_cpu_ns
     if samples > 0:
         held = wait_ns / max(1, wait_ns + pause_ns)
     else:
         # Too short to sample: a call that kept a CPU busy all along most
         # likely held the GIL (rough; Probe.confident says so).
         held = min(1.0, cpu_ns / wall_ns) if wall_ns > 0 else 1.0
+    other_cpu_ns = process_cpu_ns - thread_cpu_ns
+    if own_thread and wall_ns > 0 and other_cpu_ns > 0.3 * wall_ns:
+        # Other threads of this process ran meanwhile: the GIL the sampler
+        # waited for may have been theirs.  A thread that hardly ran cannot
+        # have held it most of the time, so bound the call's share by how
+        # much it ran (x2: a holder that loses its CPU to other processes
+        # still holds the GIL).  When no other thread ran, the GIL was this
+        # call's, however often the machine took its CPU away.
+        held = min(held, 2.0 * thread_cpu_ns / wall_ns)
     held = 0.0 if math.isnan(held) else max(0.0, min(1.0, held))
     result = Probe(
         function=_describe(fn),

@@ -121,8 +121,8 @@ def test_imap_over_a_generator_keeps_order():
 
 def test_single_calls_learn_where_a_function_belongs():
     with gilfree.Pool(2) as pool:
-        assert pool.apply(holds, (300_000,)) == holds(300_000)  # measured, on a thread
-        assert pool.decision.backend == "processes"
+        assert pool.apply(holds, (1_000_000,)) == holds(1_000_000)  # measured, on a thread
+        assert pool.decision.backend == "processes", repr(pool.decision.probe)
         assert pool.submit(holds, 300_000).result() == holds(300_000)  # now in a process
         assert len(pool.pids) == 2
         fut = pool.submit(releases, 1)
@@ -212,3 +212,34 @@ def test_inner_threads_argument_checks():
         gilfree.Pool(2, backend="threads", inner_threads=0)
     with pytest.raises(TypeError):
         gilfree.Pool(2, backend="threads", inner_threads=1.5)
+
+
+def nap(x):
+    import time
+
+    time.sleep(0.1)
+    return x
+
+
+def test_no_warning_when_another_thread_keeps_the_gil_busy():
+    import threading
+
+    stop = threading.Event()
+
+    def busy():
+        while not stop.is_set():
+            pass
+
+    t = threading.Thread(target=busy)
+    t.start()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with gilfree.Pool(2, backend="threads") as pool:
+                assert pool.map(nap, range(4)) == list(range(4))
+        with gilfree.Pool(2) as pool:
+            assert pool.map(nap, range(6)) == list(range(6))
+            assert pool.backend == "threads", pool.decision
+    finally:
+        stop.set()
+        t.join()

@@ -962,8 +962,11 @@ def test_invalid_options():
                    {"start_method": "fork"}):
         with pytest.raises(ValueError):
             gilfree.Pool(WORKERS, backend="threads", **kwargs)
-        with pytest.raises(ValueError):
-            gilfree.Pool(WORKERS, **kwargs)  # default backend is threads
+        # The default, "auto", takes them (they apply if it chooses processes).
+        with gilfree.Pool(WORKERS, **kwargs) as pool:
+            assert pool.backend == "auto"
+    with pytest.raises(ValueError, match="bogus"):
+        gilfree.Pool(WORKERS, start_method="bogus")
     with pytest.raises((ValueError, TypeError)):
         gilfree.Pool(WORKERS, backend="processes", task_timeout=-1)
     with pytest.raises(ValueError):

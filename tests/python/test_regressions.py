@@ -34,7 +34,7 @@ def imap_inside_task(pool, n):
 def test_imap_consumed_on_a_worker_of_the_same_pool():
     # The consumer, a worker of the pool, used to spin holding the GIL while
     # the chunk it needed was being finished by the other worker.
-    with gilfree.Pool(2) as pool:
+    with gilfree.Pool(2, backend="threads") as pool:
         assert pool.apply(imap_inside_task, (pool, 20)) == list(range(20))
 
 
@@ -52,7 +52,7 @@ def inc(x):
 @pytest.mark.timeout(60)
 def test_chained_imaps_on_one_pool():
     for _ in range(3):
-        with gilfree.Pool(2) as pool:
+        with gilfree.Pool(2, backend="threads") as pool:
             out = list(pool.imap(inc, pool.imap(busy, range(50))))
         assert out == list(range(1, 51))
 
@@ -62,7 +62,7 @@ def test_terminate_never_leaves_a_waited_future_running():
     # PoolTerminated used to land inside Future.set_result (after the user
     # call had returned), leaving the future RUNNING forever.
     for _ in range(10):
-        pool = gilfree.Pool(1)
+        pool = gilfree.Pool(1, backend="threads")
         fut = pool.submit(time.sleep, 0.05)
         waiter = threading.Thread(target=fut.exception)  # creates the Condition
         waiter.start()
@@ -82,7 +82,7 @@ def fail_low_late(x):
 
 @pytest.mark.timeout(30)
 def test_map_reports_the_lowest_failing_index():
-    with gilfree.Pool(2) as pool:
+    with gilfree.Pool(2, backend="threads") as pool:
         with pytest.raises(ValueError) as info:
             pool.map(fail_low_late, list(range(4)), chunksize=1)
     assert "input index 0" in str(info.value.__cause__)
@@ -101,13 +101,13 @@ def scan_unfinished_results(x):
 
 @pytest.mark.timeout(30)
 def test_map_results_are_hidden_from_gc_until_complete():
-    with gilfree.Pool(2) as pool:
+    with gilfree.Pool(2, backend="threads") as pool:
         assert pool.map(scan_unfinished_results, range(N_GC), chunksize=1) == list(range(N_GC))
 
 
 @pytest.mark.timeout(30)
 def test_dropping_an_unjoined_pool_does_not_block():
-    pool = gilfree.Pool(1)
+    pool = gilfree.Pool(1, backend="threads")
     pool.apply_async(time.sleep, (1.0,))
     started = time.monotonic()
     with pytest.warns(ResourceWarning):
@@ -125,7 +125,7 @@ def sleep_return(x):
 
 @pytest.mark.timeout(30)
 def test_results_pending_at_fork_raise_in_the_child():
-    with gilfree.Pool(2) as pool:
+    with gilfree.Pool(2, backend="threads") as pool:
         pending = pool.apply_async(time.sleep, (0.3,))
         it = pool.imap(sleep_return, range(1000))
         next(it)
@@ -155,7 +155,7 @@ def test_results_pending_at_fork_raise_in_the_child():
 
 @pytest.mark.timeout(30)
 def test_cancelled_future_is_seen_by_wait():
-    pool = gilfree.Pool(1)
+    pool = gilfree.Pool(1, backend="threads")
     blocker = pool.submit(time.sleep, 0.3)
     queued = [pool.submit(inc, i) for i in range(5)]
     pool.terminate()

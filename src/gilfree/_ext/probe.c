@@ -11,6 +11,9 @@
  *     held ~= sum(wait) / sum(wait + pause)
  *
  * is the share of the time the GIL was not available to another thread.
+ * That includes other threads holding it; the Python layer caps the share
+ * it attributes to the call by the calling thread's own CPU time (a thread
+ * cannot hold the GIL for long without running).
  * The sampler's own hold is a few microseconds per cycle, and the forced
  * switches cost the function about one context switch per switch interval.
  *
@@ -80,10 +83,10 @@ sampler_main(void *arg)
 }
 
 static int64_t
-process_cpu_ns(void)
+cpu_ns(clockid_t clock)
 {
     struct timespec t;
-    if (clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t) != 0) {
+    if (clock_gettime(clock, &t) != 0) {
         return 0;
     }
     return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
@@ -92,9 +95,9 @@ process_cpu_ns(void)
 const char gfx_probe_call_doc[] =
 "_probe_call(fn, args, kwargs, /)\n--\n\n"
 "Call fn(*args, **kwargs) with the GIL sampler running (internal: see\n"
-"gilfree.probe).  Returns (ok, value, wall_ns, cpu_ns, wait_ns, pause_ns,\n"
-"samples, max_wait_ns): ok is False when fn raised, and value is then the\n"
-"exception.";
+"gilfree.probe).  Returns (ok, value, wall_ns, thread_cpu_ns, wait_ns,\n"
+"pause_ns, samples, max_wait_ns, process_cpu_ns): ok is False when fn\n"
+"raised, and value is then the exception.";
 
 PyObject *
 gfx_probe_call(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
@@ -125,10 +128,12 @@ gfx_probe_call(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         gf_cpu_relax();
     }
     Py_END_ALLOW_THREADS
-    int64_t w0 = gf_now_ns(), c0 = process_cpu_ns();
+    int64_t w0 = gf_now_ns(), c0 = cpu_ns(CLOCK_PROCESS_CPUTIME_ID);
+    int64_t tc0 = cpu_ns(CLOCK_THREAD_CPUTIME_ID);
     atomic_store_explicit(&s->measuring, 1, memory_order_release);
     PyObject *value = PyObject_Call(fn, fargs, fkw);
-    int64_t w1 = gf_now_ns(), c1 = process_cpu_ns();
+    int64_t tc1 = cpu_ns(CLOCK_THREAD_CPUTIME_ID);
+    int64_t w1 = gf_now_ns(), c1 = cpu_ns(CLOCK_PROCESS_CPUTIME_ID);
     int ok = value != NULL;
     if (!ok) {
         value = gfx_fetch_exception();
@@ -139,10 +144,11 @@ gfx_probe_call(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_END_ALLOW_THREADS
     PyObject *res = NULL;
     if (value != NULL) {
-        res = Py_BuildValue("(ONLLLLLL)", ok ? Py_True : Py_False, value,
-                            (long long)(w1 - w0), (long long)(c1 - c0),
+        res = Py_BuildValue("(ONLLLLLLL)", ok ? Py_True : Py_False, value,
+                            (long long)(w1 - w0), (long long)(tc1 - tc0),
                             (long long)s->wait_ns, (long long)s->pause_ns,
-                            (long long)s->samples, (long long)s->max_wait_ns);
+                            (long long)s->samples, (long long)s->max_wait_ns,
+                            (long long)(c1 - c0));
     }
     PyMem_RawFree(s);
     return res;
