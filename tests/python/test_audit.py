@@ -242,29 +242,11 @@ def fresh_pool(backend: str):
         p.join()
 
 
-@contextlib.contextmanager
-def _no_performance_warning():
-    """An explicit thread pool runs the first map/starmap of each function
-    under the GIL probe and warns (gilfree.PerformanceWarning) if the GIL was
-    held most of the time.  The probe sees the GIL taken by *any* thread, so
-    the ticker itself makes it warn about time.sleep; that warning is not what
-    this audit is about (and pytest turns it into an error).  The probe's
-    sampler thread still runs inside the audited window, so its cost to other
-    threads is audited too."""
-    import gilfree
-
-    with warnings.catch_warnings():
-        category = getattr(gilfree, "PerformanceWarning", None)
-        if category is not None:
-            warnings.simplefilter("ignore", category)
-        yield
-
-
 def run_audit(what: str, attempt_once, *, must_block: bool = True) -> Audit:
     """Run attempt_once(audit) up to ATTEMPTS times, each between two solo
     windows, until one blocked window keeps MIN_RATIO of the solo rate.
     attempt_once must call audit.measure() exactly once."""
-    with _no_performance_warning(), Ticker() as ticker:
+    with Ticker() as ticker:
         audit = Audit(ticker, what)
         for _ in range(ATTEMPTS):
             audit.attempt(attempt_once)
