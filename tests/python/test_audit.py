@@ -41,7 +41,6 @@ import re
 import statistics
 import threading
 import time
-import warnings
 from pathlib import Path
 
 import pytest
