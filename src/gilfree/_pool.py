@@ -294,8 +294,8 @@ class AutoPool(Pool):
         inner_threads: Optional[int] = None,
     ) -> None:
         # Check the process options now, although they only apply if
-        # processes are chosen.
-        process_options("processes", start_method, task_timeout, retries)
+        # processes are chosen (the fork warning comes when they start).
+        process_options("processes", start_method, task_timeout, retries, warn_fork=False)
         self._proc_options = {"start_method": start_method, "task_timeout": task_timeout, "retries": retries,
                               "inner_threads": inner_threads}
         self._procs: Optional[Pool] = None

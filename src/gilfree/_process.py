@@ -181,12 +181,35 @@ def inner_threads_for(inner_threads: Optional[int], workers: Optional[int]) -> i
     return max(1, cpus // n)
 
 
+def _other_threads_running() -> bool:
+    """Whether threads other than the calling one and gilfree's own native
+    threads ("gilfree-*": they hold no lock a forked worker could need) are
+    alive.  From /proc where it exists: threading.active_count() also counts
+    the dummy entries of native threads that once ran Python code and have
+    since exited."""
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return threading.active_count() > 1
+    others = 0
+    for tid in tids:
+        try:
+            with open(f"/proc/self/task/{tid}/comm", encoding="ascii", errors="replace") as f:
+                if f.read().startswith("gilfree-"):
+                    continue
+        except OSError:
+            continue  # exited meanwhile
+        others += 1
+    return others > 1
+
+
 def process_options(
     backend: Any,
     start_method: Optional[str],
     task_timeout: Optional[float],
     retries: int,
     inner_threads: int = 0,
+    warn_fork: bool = True,
 ) -> Optional[tuple]:
     """Check the process-backend options; the tuple ``_core.Pool`` takes, or None for threads."""
     if isinstance(retries, bool) or not isinstance(retries, int):
@@ -212,7 +235,7 @@ def process_options(
             + ", ".join(repr(m) for m in START_METHODS if m in multiprocessing.get_all_start_methods())
         )
     timeout = 0.0 if task_timeout is None else _check_number("task_timeout", task_timeout, allow_zero=False)
-    if method == "fork" and threading.active_count() > 1:
+    if warn_fork and method == "fork" and _other_threads_running():
         warnings.warn(
             "Pool(start_method='fork'): this process runs other threads; a forked worker "
             "inherits their locks in whatever state they are and may deadlock. Prefer "

@@ -926,7 +926,9 @@ def test_large_memoryviews_travel_out_of_band():
 
 @pytest.mark.parametrize("method", ["forkserver", "spawn", "fork"])
 def test_start_methods_map(method):
-    assert threading.active_count() == 1  # so that fork has nothing to warn about
+    # fork warns exactly when other threads run (numpy's BLAS threads count:
+    # a forked worker inherits their locks too).
+    expect_warning = method == "fork" and gilfree._process._other_threads_running()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         with gilfree.Pool(WORKERS, backend="processes", start_method=method) as pool:
@@ -935,10 +937,8 @@ def test_start_methods_map(method):
             if method in ("fork", "spawn"):
                 assert set(pool.pids) <= gfsupport.child_pids(), (pool.pids, gfsupport.child_pids())
             assert pool.map(lambda x: -x, range(5)) == [0, -1, -2, -3, -4]
-    assert [w for w in caught if issubclass(w.category, RuntimeWarning)] == [], [
-        str(w.message) for w in caught
-    ]
-    assert threading.active_count() == 1
+    fork_warnings = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert bool(fork_warnings) == expect_warning, fork_warnings
 
 
 def test_fork_with_another_thread_warns():
@@ -1140,7 +1140,10 @@ def test_create_close_cycles_leak_nothing(method):
     maps = memfd_mappings()
     t0 = time.monotonic()
     for i in range(cycles):
-        pool = gilfree.Pool(2, backend="processes", start_method=method)
+        with warnings.catch_warnings():
+            # fork warns when numpy's BLAS threads run here: not this test's point.
+            warnings.simplefilter("ignore", RuntimeWarning)
+            pool = gilfree.Pool(2, backend="processes", start_method=method)
         assert pool.map(square, range(i, i + 8)) == [x * x for x in range(i, i + 8)]
         pool.close()
         pool.join()

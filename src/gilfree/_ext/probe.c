@@ -47,6 +47,9 @@ sampler_main(void *arg)
     sigset_t all;
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, NULL);
+#ifdef __linux__
+    pthread_setname_np(pthread_self(), "gilfree-probe");
+#endif
     PyThreadState *ts = PyThreadState_New(s->interp);
     atomic_store(&s->started, 1);
     if (ts == NULL) {

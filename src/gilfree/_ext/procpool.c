@@ -1127,6 +1127,9 @@ collector_main(void *arg)
     sigset_t all;
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, NULL);
+#ifdef __linux__
+    pthread_setname_np(pthread_self(), "gilfree-collect");
+#endif
     PyThreadState *ts = PyThreadState_New(e->interp);
     for (;;) {
         uint32_t key = gf_ec_prepare(e->doorbell);
