@@ -11,6 +11,7 @@ The /proc helpers are Linux-only, like the project.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -385,3 +386,22 @@ class CountingIterator:
 def generator_then_raise(n, exc):
     yield from range(n)
     raise exc
+
+
+@contextlib.contextmanager
+def busy_python_thread():
+    """A Python thread spinning in a pure-Python loop (it keeps the GIL busy)
+    for the duration of the block."""
+    stop = threading.Event()
+
+    def spin():
+        while not stop.is_set():
+            pass
+
+    t = threading.Thread(target=spin, name="busy")
+    t.start()
+    try:
+        yield t
+    finally:
+        stop.set()
+        t.join()

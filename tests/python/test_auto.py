@@ -222,17 +222,9 @@ def nap(x):
 
 
 def test_no_warning_when_another_thread_keeps_the_gil_busy():
-    import threading
+    from gfsupport import busy_python_thread
 
-    stop = threading.Event()
-
-    def busy():
-        while not stop.is_set():
-            pass
-
-    t = threading.Thread(target=busy)
-    t.start()
-    try:
+    with busy_python_thread():
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             with gilfree.Pool(2, backend="threads") as pool:
@@ -240,6 +232,3 @@ def test_no_warning_when_another_thread_keeps_the_gil_busy():
         with gilfree.Pool(2) as pool:
             assert pool.map(nap, range(6)) == list(range(6))
             assert pool.backend == "threads", pool.decision
-    finally:
-        stop.set()
-        t.join()

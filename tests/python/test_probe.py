@@ -158,20 +158,9 @@ def test_cli_probe(big_file):
 
 
 def test_other_busy_threads_are_not_blamed_on_the_call():
-    import threading
+    from gfsupport import busy_python_thread
 
-    stop = threading.Event()
-
-    def busy():
-        while not stop.is_set():
-            pass
-
-    t = threading.Thread(target=busy)
-    t.start()
-    try:
+    with busy_python_thread():
         probes = [gilfree.probe(time.sleep, 0.1) for _ in range(3)]
-    finally:
-        stop.set()
-        t.join()
     assert sum(p.releases_gil for p in probes) >= 2, probes
     assert all(p.cpu_time < 0.05 for p in probes), probes  # this thread's CPU, not the process's

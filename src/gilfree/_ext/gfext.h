@@ -86,6 +86,26 @@ gfx_state *gfx_state_from_type(PyTypeObject *tp);
         }                                                    \
     } while (0)
 
+/* ---- our own native threads ------------------------------------------------ */
+
+/* First thing in a native thread of ours (collector, probe sampler): every
+ * asynchronous signal blocked, so that they stay with the main thread where
+ * Ctrl-C is handled, and a name in /proc ("gilfree-*": tests find leaks by
+ * it, and the fork warning knows it holds no lock a child could need). */
+#include <signal.h>
+static inline void
+gfx_thread_setup(const char *name)
+{
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL);
+#ifdef __linux__
+    pthread_setname_np(pthread_self(), name);
+#else
+    (void)name;
+#endif
+}
+
 /* ---- errors (module.c) --------------------------------------------------- */
 
 /* Turn a negative GF_E* code into a Python exception: the one place where

@@ -44,12 +44,7 @@ static void *
 sampler_main(void *arg)
 {
     sampler *s = arg;
-    sigset_t all;
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, NULL);
-#ifdef __linux__
-    pthread_setname_np(pthread_self(), "gilfree-probe");
-#endif
+    gfx_thread_setup("gilfree-probe");
     PyThreadState *ts = PyThreadState_New(s->interp);
     atomic_store(&s->started, 1);
     if (ts == NULL) {

@@ -1124,12 +1124,7 @@ static void *
 collector_main(void *arg)
 {
     gfx_engine *e = arg;
-    sigset_t all;
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, NULL);
-#ifdef __linux__
-    pthread_setname_np(pthread_self(), "gilfree-collect");
-#endif
+    gfx_thread_setup("gilfree-collect");
     PyThreadState *ts = PyThreadState_New(e->interp);
     for (;;) {
         uint32_t key = gf_ec_prepare(e->doorbell);
