@@ -1011,6 +1011,8 @@ def read_line(proc: subprocess.Popen, timeout: float = 20) -> str:
 def finish(proc: subprocess.Popen) -> tuple[str, str]:
     if proc.poll() is None:
         proc.kill()
+    if proc.stdin is not None and proc.stdin.closed:
+        proc.stdin = None  # communicate() would flush a closed pipe
     try:
         out, err = proc.communicate(timeout=20)
     finally:
@@ -1093,9 +1095,8 @@ def test_ctrl_c_in_child_program(method):
         os.kill(proc.pid, signal.SIGINT)
         proc.stdin.write(f"{sent!r}\n")
         proc.stdin.flush()
-        line = read_line(proc, timeout=10)
+        line = read_line(proc, timeout=30)
         if not line.startswith("{"):
-            proc.stdin.close()
             out, err = finish(proc)
             pytest.fail(f"child did not report: {line!r} {out!r} {err!r}")
         report = json.loads(line)
