@@ -402,7 +402,10 @@ class AutoPool(Pool):
         target = self._pool_for(decision)
         run = getattr(target, method) if target is not None else (lambda *a: c_method(self, *a))
         if not lazy:
-            return results + run(func, rest, chunksize)
+            out = run(func, rest, chunksize)
+            if results:  # the probed items' results come first
+                out[:0] = results
+            return out
         return _AutoIterator(results, error, lambda: run(func, rest, chunksize))
 
     def map(self, func: Callable[[Any], R], iterable: Iterable[Any], chunksize: Optional[int] = None) -> List[R]:
