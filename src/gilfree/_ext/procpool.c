@@ -94,6 +94,19 @@ gfx_pp_ptask_new(gfx_engine *e, int kind)
     return t;
 }
 
+/* Send a message without payload (FORGET, STOP) to a worker, without
+ * waiting: 0, or GF_EAGAIN when its ring is full.  Engine lock held. */
+static int
+send_control(gfx_pslot *s, uint32_t kind, uint64_t id)
+{
+    gf_msg_head_t h = {0};
+    h.id = id;
+    h.codec = GF_CODEC_NONE;
+    unsigned char buf[GF_MSG_HEAD_SIZE];
+    gf_msg_write_prefix(buf, &h, NULL);
+    return gf_ring_try_send(s->tx, kind, buf, GF_MSG_HEAD_SIZE);
+}
+
 /* ---- the function table ----------------------------------------------------------- */
 
 /* The entry for fn, encoding it on first use, pinned for one task.  With
@@ -185,15 +198,9 @@ gfx_pp_fn_get(gfx_engine *e, PyObject *fn)
                     if (s->sent_fns[k] == v) {
                         s->sent_fns[k] = s->sent_fns[--s->nsent_fns];
                         if (s->state == SLOT_LIVE) {
-                            gf_msg_head_t h = {0};
-                            h.id = v->id;
-                            h.codec = GF_CODEC_NONE;
-                            unsigned char buf[GF_MSG_HEAD_SIZE];
-                            gf_msg_write_prefix(buf, &h, NULL);
                             /* Best effort: a full ring only means the
                              * worker keeps a stale function. */
-                            (void)gf_ring_try_send(s->tx, GF_MSG_FORGET, buf,
-                                                   GF_MSG_HEAD_SIZE);
+                            (void)send_control(s, GF_MSG_FORGET, v->id);
                         }
                         break;
                     }
@@ -1437,11 +1444,7 @@ gfx_proc_join(PoolObject *pool)
     for (uint32_t i = 0; i < e->n; i++) {
         gfx_pslot *s = &e->slots[i];
         if (s->state == SLOT_LIVE && !atomic_load(&s->dead)) {
-            gf_msg_head_t h = {0};
-            h.codec = GF_CODEC_NONE;
-            unsigned char buf[GF_MSG_HEAD_SIZE];
-            gf_msg_write_prefix(buf, &h, NULL);
-            (void)gf_ring_try_send(s->tx, GF_MSG_STOP, buf, GF_MSG_HEAD_SIZE);
+            (void)send_control(s, GF_MSG_STOP, 0);
         }
     }
     eng_unlock(e);
