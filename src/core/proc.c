@@ -56,6 +56,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -278,7 +279,25 @@ gf__pidfd_exit_info(int fd, pid_t pid, gf_exit_t *out)
     memset(&info, 0, sizeof(info));
     info.mask = GF__PIDFD_INFO_EXIT;
     int r;
-    while ((r = ioctl(fd, GF__PIDFD_GET_INFO, &info)) != 0 && errno == EINTR) {
+    for (int attempt = 0;; attempt++) {
+        r = ioctl(fd, GF__PIDFD_GET_INFO, &info);
+        if (r == 0 || errno == EINTR) {
+            if (r == 0) {
+                break;
+            }
+            continue;
+        }
+        /* ESRCH also comes back while the parent is reaping the process
+         * right now (the kernel found the task, then its pid was detached
+         * before it could report it); once reaped, the same call returns
+         * the exit status.  A few tries tell that race from a process in
+         * another pid namespace, for which ESRCH is final. */
+        if (errno != ESRCH || attempt >= 8) {
+            break;
+        }
+        memset(&info, 0, sizeof(info));
+        info.mask = GF__PIDFD_INFO_EXIT;
+        sched_yield();
     }
     if (r != 0) {
         /* ENOTTY (no such ioctl: before 6.13), EINVAL, ESRCH (another pid

@@ -927,6 +927,9 @@ TEST_IMPL(sup_nonchild)
         int st;
         while (waitpid(g[0], &st, 0) < 0 && errno == EINTR) {
         }
+        /* Tell the test when g[0] was reaped: under load this process may
+         * be scheduled too late for the supervisor's grace period. */
+        gft_write_int(pids[1], 1);
         char ch;
         while (read(reap[0], &ch, 1) < 0 && errno == EINTR) {
         }
@@ -939,7 +942,6 @@ TEST_IMPL(sup_nonchild)
     close(reap[0]);
     pid_t g0 = gft_read_int(pids[0], gft_ms(5000));
     pid_t g1 = gft_read_int(pids[0], gft_ms(5000));
-    close(pids[0]);
 
     gft_log_t log;
     gft_log_init(&log);
@@ -949,14 +951,31 @@ TEST_IMPL(sup_nonchild)
     ASSERT_OK(gf_supervisor_watch(sup, g1, 11, 0));
     int64_t start = gf_now_ns();
     close(gate[1]);
+    ASSERT_EQ(gft_read_int(pids[0], gft_ms(5000)), 1);
+    int64_t reaped_after = gf_now_ns() - start;
+    close(pids[0]);
     gft_log_wait(&log, 2, gft_ms(5000));
     const gft_event_t *e0 = gft_log_find(&log, 10);
     const gft_event_t *e1 = gft_log_find(&log, 11);
     ASSERT_EQ(e0->ex.pid, g0);
     ASSERT_EQ(e1->ex.pid, g1);
     if (gft_kernel_at_least(6, 15)) {
-        ASSERT_EQ(e0->ex.kind, GF_EXIT_CODE);
-        ASSERT_EQ(e0->ex.code, 7);
+        if (reaped_after < GF__PROC_REAP_GRACE_NS / 2) {
+            ASSERT_EQ(e0->ex.kind, GF_EXIT_CODE);
+            ASSERT_EQ(e0->ex.code, 7);
+        }
+        else {
+            /* Its parent reaped it late (a loaded machine): the status
+             * may have been given up on, but then only after the grace. */
+            printf("note: g0 reaped after %lld ms\n",
+                   (long long)(reaped_after / 1000000));
+            ASSERT(e0->ex.kind == GF_EXIT_UNKNOWN ||
+                   (e0->ex.kind == GF_EXIT_CODE && e0->ex.code == 7));
+            if (e0->ex.kind == GF_EXIT_UNKNOWN) {
+                ASSERT_GE(e0->at_ns - start,
+                          GF__PROC_REAP_GRACE_NS - 20 * 1000000);
+            }
+        }
         /* Never reaped: reported after the grace period, status unknown. */
         ASSERT_EQ(e1->ex.kind, GF_EXIT_UNKNOWN);
         ASSERT_GE(e1->at_ns - start, GF__PROC_REAP_GRACE_NS - 20 * 1000000);
@@ -966,7 +985,8 @@ TEST_IMPL(sup_nonchild)
         ASSERT_EQ(e1->ex.kind, GF_EXIT_UNKNOWN);
         printf("note: kernel older than 6.15: statuses of non-children unknown\n");
     }
-    ASSERT_LT(e0->at_ns - start, gft_ms(1000) * 1000000);
+    ASSERT_LT(e0->at_ns - start,
+              reaped_after + GF__PROC_REAP_GRACE_NS + gft_ms(1000) * 1000000);
     close(reap[1]);
     int st = gft_waitpid_ms(mid, gft_ms(5000));
     ASSERT(WIFEXITED(st));
