@@ -10,7 +10,7 @@
  * Layout of a frame's payload, in native byte order (both ends are the same
  * machine):
  *
- *   TASK, RESULT, FUNC, HELLO, FORGET, STOP:
+ *   every kind:
  *     gf_msg_head_t        40 bytes (GF_MSG_HEAD_SIZE)
  *     uint64_t buflen[nbufs]   byte length of each out-of-band buffer
  *     payload              the rest of the frame (encoded with `codec`)
@@ -33,7 +33,7 @@ extern "C" {
 #endif
 
 /* Bumped whenever the layout below changes; HELLO carries it. */
-#define GF_MSG_VERSION 1u
+#define GF_MSG_VERSION 2u
 
 enum gf_msg_kind {
     GF_MSG_HELLO = 1,  /* worker -> pool, first message: id = pid,
@@ -44,8 +44,24 @@ enum gf_msg_kind {
     GF_MSG_RESULT = 4, /* worker -> pool: the results of one TASK */
     GF_MSG_FORGET = 5, /* pool -> worker: drop function `id` */
     GF_MSG_STOP = 6,   /* pool -> worker: exit after the tasks before it */
+    GF_MSG_SETUP = 7,  /* pool -> worker, before any FUNC or TASK: the
+                        * pool's worker lifecycle (initializer, shared
+                        * object, ...), pickled, buffers beside */
+    GF_MSG_LIFE = 8,   /* worker -> pool: how its initializer or exit
+                        * function went (flags: enum gf_life_event);
+                        * payload pickled, or none */
 };
-#define GF_MSG_KIND_MAX 6
+#define GF_MSG_KIND_MAX 8
+
+/* LIFE events (in `flags`). */
+enum gf_life_event {
+    GF_LIFE_INIT_OK = 0,     /* the initializer returned; aux = ns it took */
+    GF_LIFE_INIT_RAISED = 1, /* it raised: payload (exception, traceback) */
+    GF_LIFE_EXIT_OK = 2,     /* the exit function returned: payload its
+                              * value; aux = ns it took */
+    GF_LIFE_EXIT_RAISED = 3, /* it raised: payload (exception, traceback) */
+};
+#define GF_LIFE_EVENT_MAX 3
 
 /* How a payload encodes its items. */
 enum gf_codec {
@@ -64,7 +80,7 @@ enum gf_codec {
                              * the rest would be thrown away) */
 #define GF_TASK_FLAGS_ALL 0x7u
 
-/* Flag of any message with a payload (TASK, RESULT, FUNC), or'ed into
+/* Flag of any message with a payload (TASK, RESULT, FUNC, SETUP, LIFE), or'ed into
  * `flags`: the payload did not fit in a frame and is the message's LAST
  * out-of-band buffer instead; the frame's own payload is empty and the
  * codec's length rule applies to that buffer's length. */
@@ -125,16 +141,18 @@ gf_msg_prefix_size(uint32_t nbufs)
 
 /* Check a frame (kind, data, len) and fill *out.  data must be 8-byte
  * aligned (ring payloads are; GF_EINVAL otherwise).  With GF_MSG_FLAG_EXT
- * (TASK, RESULT, FUNC; nbufs >= 1; empty frame payload) the length rules
+ * (TASK, RESULT, FUNC, SETUP, LIFE; nbufs >= 1; empty frame payload) the length rules
  * below apply to the last buffer's length.  Rules: kind in 1..GF_MSG_KIND_MAX; len >=
  * GF_MSG_HEAD_SIZE; reserved == 0; nbufs <= GF_MSG_MAX_BUFS and only on
- * TASK/RESULT, each buflen in 1..GF_MSG_MAX_BUFLEN and the lengths fit in
+ * TASK/RESULT/SETUP/LIFE (FUNC: only its EXT payload), each buflen in 1..GF_MSG_MAX_BUFLEN and the lengths fit in
  * the frame; count <= GF_MSG_MAX_COUNT; codec <= GF_CODEC_MAX and the
  * payload length agrees with it (I64/F64: count*8, RANGE: 16, NONE: 0;
  * nbufs > 0 only with PICKLE); TASK flags within GF_TASK_FLAGS_ALL and
  * APPLY only with count 1; RESULT status <= GF_RESULT_STATUS_MAX and, when
  * not OK, 0 <= index0 (the failing item's offset); FUNC: PICKLE with a
- * non-empty payload; HELLO, FORGET, STOP: no payload.
+ * non-empty payload; SETUP: PICKLE, non-empty, flags 0; LIFE: event <=
+ * GF_LIFE_EVENT_MAX, PICKLE (non-empty) or NONE with count 0; HELLO,
+ * FORGET, STOP: no payload.
  * Returns 0, or GF_EPROTO (malformed) / GF_EINVAL (NULL arguments). */
 int gf_msg_parse(uint32_t kind, const void *data, size_t len, gf_msg_t *out);
 

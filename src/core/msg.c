@@ -86,6 +86,17 @@ gf__msg_check_kind(uint32_t kind, const gf_msg_head_t *h, uint64_t payload_len)
         return h->codec == GF_CODEC_PICKLE && payload_len > 0 &&
                        (h->flags & ~GF_MSG_FLAG_EXT) == 0
                    ? 0 : GF_EPROTO;
+    case GF_MSG_SETUP:
+        return h->codec == GF_CODEC_PICKLE && payload_len > 0 && flags == 0
+                   ? 0 : GF_EPROTO;
+    case GF_MSG_LIFE:
+        if (flags > GF_LIFE_EVENT_MAX) {
+            return GF_EPROTO;
+        }
+        if (h->codec == GF_CODEC_PICKLE) {
+            return payload_len > 0 ? 0 : GF_EPROTO;
+        }
+        return h->codec == GF_CODEC_NONE && h->count == 0 ? 0 : GF_EPROTO;
     default: /* HELLO, FORGET, STOP */
         return payload_len == 0 ? 0 : GF_EPROTO;
     }
@@ -111,14 +122,15 @@ gf_msg_parse(uint32_t kind, const void *data, size_t len, gf_msg_t *out)
     if (h.reserved != 0 || h.nbufs > GF_MSG_MAX_BUFS) {
         return GF_EPROTO;
     }
-    /* EXT: the payload is the last buffer (TASK, RESULT, FUNC only). */
+    /* EXT: the payload is the last buffer (kinds with a payload only). */
     int ext = (h.flags & GF_MSG_FLAG_EXT) != 0;
-    int carries = kind == GF_MSG_TASK || kind == GF_MSG_RESULT ||
-                  kind == GF_MSG_FUNC;
+    int buffers = kind == GF_MSG_TASK || kind == GF_MSG_RESULT ||
+                  kind == GF_MSG_SETUP || kind == GF_MSG_LIFE;
+    int carries = buffers || kind == GF_MSG_FUNC;
     if (ext && (!carries || h.nbufs == 0)) {
         return GF_EPROTO;
     }
-    if (h.nbufs > 0 && kind != GF_MSG_TASK && kind != GF_MSG_RESULT &&
+    if (h.nbufs > 0 && !buffers &&
         !(kind == GF_MSG_FUNC && ext && h.nbufs == 1)) {
         return GF_EPROTO;
     }

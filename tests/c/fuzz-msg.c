@@ -49,9 +49,10 @@ gfz_check_accepted(uint32_t kind, const unsigned char *frame, size_t len, const 
         GFZ_CHECK(m->buflens == NULL);
     }
     else {
-        /* Buffers: TASK and RESULT, or a FUNC whose payload is EXT; beside
-         * a pickle, or only the EXT payload (checked below). */
+        /* Buffers: TASK, RESULT, SETUP and LIFE, or a FUNC whose payload
+         * is EXT; beside a pickle, or only the EXT payload (checked below). */
         GFZ_CHECK(kind == GF_MSG_TASK || kind == GF_MSG_RESULT ||
+                  kind == GF_MSG_SETUP || kind == GF_MSG_LIFE ||
                   (kind == GF_MSG_FUNC && (h->flags & GF_MSG_FLAG_EXT)));
         GFZ_CHECK((const unsigned char *)m->buflens == frame + GF_MSG_HEAD_SIZE);
         GFZ_CHECK((const unsigned char *)(m->buflens + h->nbufs) <= frame + len);
@@ -74,7 +75,8 @@ gfz_check_accepted(uint32_t kind, const unsigned char *frame, size_t len, const 
     uint64_t eff = m->payload_len;
     if (ext) {
         GFZ_CHECK(kind == GF_MSG_TASK || kind == GF_MSG_RESULT ||
-                  kind == GF_MSG_FUNC);
+                  kind == GF_MSG_FUNC || kind == GF_MSG_SETUP ||
+                  kind == GF_MSG_LIFE);
         GFZ_CHECK(h->nbufs >= 1 && m->payload_len == 0);
         eff = m->buflens[h->nbufs - 1];
     }
@@ -109,6 +111,14 @@ gfz_check_accepted(uint32_t kind, const unsigned char *frame, size_t len, const 
     case GF_MSG_FUNC:
         GFZ_CHECK(h->codec == GF_CODEC_PICKLE && eff > 0 && flags == 0);
         GFZ_CHECK(h->nbufs == (uint32_t)ext);
+        break;
+    case GF_MSG_SETUP:
+        GFZ_CHECK(h->codec == GF_CODEC_PICKLE && eff > 0 && flags == 0);
+        break;
+    case GF_MSG_LIFE:
+        GFZ_CHECK(flags <= GF_LIFE_EVENT_MAX);
+        GFZ_CHECK((h->codec == GF_CODEC_PICKLE && eff > 0) ||
+                  (h->codec == GF_CODEC_NONE && h->count == 0));
         break;
     default:
         GFZ_CHECK(m->payload_len == 0 && h->nbufs == 0);

@@ -46,6 +46,7 @@
     XX(msg_parse_roundtrip, 10)             \
     XX(msg_parse_rejects, 10)               \
     XX(msg_parse_ext_and_flags, 10)         \
+    XX(msg_parse_setup_and_life, 10)        \
     XX(msg_fd_validation, 10)               \
     XX(msg_fd_pass_one, 10)                 \
     XX(msg_fd_pass_many, 10)                \

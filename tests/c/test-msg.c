@@ -327,6 +327,53 @@ TEST_IMPL(msg_parse_ext_and_flags)
     ASSERT_ERR(gft_parse(GF_MSG_TASK, &h, NULL, pay, sizeof pay), GF_EPROTO);
 }
 
+/* SETUP (pool -> worker, the worker lifecycle) and LIFE (worker -> pool,
+ * how the initializer or exit function went). */
+TEST_IMPL(msg_parse_setup_and_life)
+{
+    unsigned char pk[16] = {0x80, 5};
+    uint64_t lens[2] = {65536, 4096};
+    uint64_t one[1] = {900};
+    gf_msg_head_t h;
+
+    /* Accepted: a pickled setup with buffers beside it or as EXT. */
+    h = gft_head(0, GF_CODEC_PICKLE, 0, 2);
+    gft_roundtrip(GF_MSG_SETUP, &h, lens, pk, sizeof pk);
+    h = gft_head(0, GF_CODEC_PICKLE, GF_MSG_FLAG_EXT, 1);
+    gft_roundtrip(GF_MSG_SETUP, &h, one, NULL, 0);
+    /* LIFE: every event, with a pickle or nothing. */
+    for (unsigned ev = 0; ev <= GF_LIFE_EVENT_MAX; ev++) {
+        h = gft_head(0, GF_CODEC_PICKLE, (uint16_t)ev, 0);
+        h.aux = 12345;
+        gft_roundtrip(GF_MSG_LIFE, &h, NULL, pk, sizeof pk);
+        h = gft_head(0, GF_CODEC_NONE, (uint16_t)ev, 0);
+        gft_roundtrip(GF_MSG_LIFE, &h, NULL, NULL, 0);
+    }
+    h = gft_head(0, GF_CODEC_PICKLE, GF_LIFE_EXIT_OK, 2);
+    gft_roundtrip(GF_MSG_LIFE, &h, lens, pk, sizeof pk);
+
+    /* Rejected: SETUP empty, not a pickle, with flags; LIFE with an
+     * unknown event, an empty pickle, NONE with a count, a fixed codec. */
+    h = gft_head(0, GF_CODEC_PICKLE, 0, 0);
+    ASSERT_ERR(gft_parse(GF_MSG_SETUP, &h, NULL, NULL, 0), GF_EPROTO);
+    h = gft_head(0, GF_CODEC_NONE, 0, 0);
+    ASSERT_ERR(gft_parse(GF_MSG_SETUP, &h, NULL, NULL, 0), GF_EPROTO);
+    h = gft_head(0, GF_CODEC_PICKLE, 1, 0);
+    ASSERT_ERR(gft_parse(GF_MSG_SETUP, &h, NULL, pk, sizeof pk), GF_EPROTO);
+    h = gft_head(0, GF_CODEC_PICKLE, GF_LIFE_EVENT_MAX + 1, 0);
+    ASSERT_ERR(gft_parse(GF_MSG_LIFE, &h, NULL, pk, sizeof pk), GF_EPROTO);
+    h = gft_head(0, GF_CODEC_PICKLE, GF_LIFE_EXIT_OK, 0);
+    ASSERT_ERR(gft_parse(GF_MSG_LIFE, &h, NULL, NULL, 0), GF_EPROTO);
+    h = gft_head(3, GF_CODEC_NONE, GF_LIFE_INIT_OK, 0);
+    ASSERT_ERR(gft_parse(GF_MSG_LIFE, &h, NULL, NULL, 0), GF_EPROTO);
+    unsigned char ints[8] = {0};
+    h = gft_head(1, GF_CODEC_I64, GF_LIFE_EXIT_OK, 0);
+    ASSERT_ERR(gft_parse(GF_MSG_LIFE, &h, NULL, ints, sizeof ints), GF_EPROTO);
+    /* Buffers still only on the kinds that may carry them. */
+    h = gft_head(0, GF_CODEC_PICKLE, 0, 2);
+    ASSERT_ERR(gft_parse(GF_MSG_FUNC, &h, lens, pk, sizeof pk), GF_EPROTO);
+}
+
 /* --- descriptors --------------------------------------------------------------- */
 
 /* Entries in /proc/self/fd (the directory's own descriptor included, the
