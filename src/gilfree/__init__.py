@@ -18,11 +18,13 @@ from __future__ import annotations
 
 from ._core import (
     AsyncResult,
+    InitializerError,
     MapIterator,
     PoolTerminated,
     RemoteTraceback,
     TaskTimeoutError,
     WorkerDiedError,
+    WorkerExitError,
 )
 from ._pool import Decision, PerformanceWarning, Pool, map, usable_cpus
 from ._probe import Probe, probe
@@ -32,6 +34,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AsyncResult",
     "Decision",
+    "InitializerError",
     "MapIterator",
     "PerformanceWarning",
     "Pool",
@@ -40,6 +43,7 @@ __all__ = [
     "RemoteTraceback",
     "TaskTimeoutError",
     "WorkerDiedError",
+    "WorkerExitError",
     "__version__",
     "map",
     "probe",

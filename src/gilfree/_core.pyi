@@ -42,6 +42,12 @@ class WorkerDiedError(RuntimeError):
 
 class TaskTimeoutError(WorkerDiedError): ...
 
+class InitializerError(RuntimeError):
+    worker: int
+
+class WorkerExitError(RuntimeError):
+    worker: int
+
 @final
 class ShmBuffer:
     """Shared memory received from another process (supports the buffer protocol)."""
@@ -68,7 +74,11 @@ class Pool:
         backend: str = "threads",
         *,
         _process: Optional[Tuple[bool, float, int, Callable[..., Any], Callable[..., Any]]] = None,
+        _lifecycle: Optional[Tuple[Any, ...]] = None,
     ) -> None: ...
+    def exit_results(self) -> List[Any]: ...
+    def _wait_started(self, timeout: Optional[float], /) -> None: ...
+    def _abandon(self) -> None: ...
     @property
     def workers(self) -> int: ...
     @property

@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterable, Iterator, List, Optional, TypeVar
 
 from . import _auto, _core, _probe
 from ._auto import Decision, PerformanceWarning
+from ._lifecycle import LIFECYCLE_OPTIONS, NOT_GIVEN, lifecycle_spec
 from ._process import inner_threads_for, limit_inner_threads, process_options
 
 __all__ = ["Pool", "map", "usable_cpus", "Decision", "PerformanceWarning"]
@@ -103,7 +104,7 @@ class Pool(_core.Pool):
     """
 
     def __new__(cls, workers: Optional[int] = None, backend: str = "auto", **options: Any) -> "Pool":
-        if cls is Pool and backend == "auto":
+        if cls is Pool and backend == "auto" and not _has_lifecycle(options):
             cls = AutoPool
         return super().__new__(cls)
 
@@ -116,18 +117,50 @@ class Pool(_core.Pool):
         task_timeout: Optional[float] = None,
         retries: int = 0,
         inner_threads: Optional[int] = None,
+        initializer: Optional[Callable[..., Any]] = None,
+        initargs: Iterable[Any] = (),
+        worker_exit: Optional[Callable[..., Any]] = None,
+        worker_state: bool = False,
+        pass_worker_id: bool = False,
+        shared: Any = NOT_GIVEN,
+        max_tasks_per_worker: Optional[int] = None,
+        cpu_affinity: Optional[Iterable[Any]] = None,
+        init_timeout: Optional[float] = None,
+        exit_timeout: Optional[float] = None,
     ) -> None:
+        n = workers if isinstance(workers, int) and not isinstance(workers, bool) and workers >= 1 else usable_cpus()
+        spec = lifecycle_spec(n, {
+            "initializer": initializer, "initargs": initargs, "worker_exit": worker_exit,
+            "worker_state": worker_state, "pass_worker_id": pass_worker_id, "shared": shared,
+            "max_tasks_per_worker": max_tasks_per_worker, "cpu_affinity": cpu_affinity,
+            "init_timeout": init_timeout, "exit_timeout": exit_timeout,
+        })
+        if backend == "auto":
+            # Workers that keep state, ids or a lifecycle must be of one kind
+            # for the pool's whole life, so auto cannot switch per function:
+            # threads where the GIL is off, else processes (the safe choice
+            # for Python code; pass backend="threads" for GIL-free work).
+            backend = "processes" if _probe.gil_enabled() else "threads"
         inner = inner_threads_for(inner_threads, workers)
         proc = process_options(backend, start_method, task_timeout, retries, inner)
         self._inner_limits: Any = None
         if proc is None:
-            super().__init__(workers, backend)
+            super().__init__(workers, backend, _lifecycle=spec)
             # Thread workers share the process's BLAS/OpenMP pools: hold
             # the ones loaded to their share while this pool lives (the
             # environment, which other programs inherit, is left alone).
             self._inner_limits = limit_inner_threads(inner, env=False)
+            if spec is not None and init_timeout is not None:
+                # Threads cannot be stopped: the only way to bound their
+                # initializers is to wait for them here.
+                try:
+                    self._wait_started(init_timeout)
+                except BaseException:
+                    self._abandon()
+                    self._forget()
+                    raise
         else:
-            super().__init__(workers, backend, _process=proc)
+            super().__init__(workers, backend, _process=proc, _lifecycle=spec)
         self.inner_threads = inner
         self._gil_checked: set = set()
         self._gil_warned = False
@@ -227,6 +260,22 @@ class Pool(_core.Pool):
         raise TypeError(
             "gilfree.Pool objects cannot be pickled or passed to other processes"
         )
+
+
+def _has_lifecycle(options: dict) -> bool:
+    """Whether Pool(**options) asks for any worker lifecycle option."""
+    for name in LIFECYCLE_OPTIONS:
+        if name not in options:
+            continue
+        value = options[name]
+        if name == "shared":
+            if value is not NOT_GIVEN:
+                return True
+        elif name == "initargs":
+            continue
+        elif value not in (None, False):
+            return True
+    return False
 
 
 def _worker_threads_cpu() -> Optional[float]:

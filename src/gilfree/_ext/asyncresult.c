@@ -24,6 +24,8 @@ typedef struct {
     gf_pool_t *core;            /* to recognise our own workers (compared,
                                  * never dereferenced) */
     unsigned int fork_gen;      /* gfx_fork_generation at creation */
+    gfx_lc *lc;                 /* the pool's worker lifecycle, or NULL
+                                 * (used only by its workers) */
     PyObject *fn;               /* cleared after the call */
     PyObject *args;             /* tuple or NULL (no arguments) */
     PyObject *kwds;             /* dict or NULL */
@@ -65,7 +67,10 @@ ar_execute(AsyncResultObject *self)
     self->args = self->kwds = NULL;
     PyObject *res;
     int prev = gfx_interruptible_begin();
-    if (args == NULL && kwds == NULL) {
+    if (self->lc != NULL) {
+        res = gfx_lc_call_tuple(self->lc, fn, args, kwds);
+    }
+    else if (args == NULL && kwds == NULL) {
         res = PyObject_CallNoArgs(fn);
     }
     else if (args == NULL) {
@@ -251,6 +256,7 @@ gfx_apply_async(PoolObject *pool, PyObject *fn, PyObject *args,
     self->task.base.run = gfx__task_entry;
     self->task.kind = GFX_TASK_APPLY;
     self->core = pool->core;
+    self->lc = pool->lc;
     self->fork_gen = atomic_load(&gfx_fork_generation);
     self->fn = Py_NewRef(fn);
     self->args = targs;
@@ -290,6 +296,7 @@ gfx_asyncresult_new_remote(gfx_state *st, PyObject *fn, PyObject *callback,
     self->task.base.run = NULL;
     self->task.kind = GFX_TASK_APPLY;
     self->core = NULL;
+    self->lc = NULL;
     self->fork_gen = atomic_load(&gfx_fork_generation);
     self->fn = Py_NewRef(fn);
     self->args = NULL;

@@ -62,6 +62,8 @@ typedef struct {
     PyTypeObject *ProcMap_Type;
     PyObject *WorkerDiedError;      /* exception classes */
     PyObject *TaskTimeoutError;
+    PyObject *InitializerError;     /* worker lifecycle (lifecycle.c) */
+    PyObject *WorkerExitError;
     PyObject *PicklingError;        /* pickle.PicklingError */
     PyObject *pickle_dumps, *pickle_loads;
     PyObject *cloudpickle_dumps;    /* lazily; NULL until first needed */
@@ -132,6 +134,92 @@ typedef struct gfx_task {
  * queued, detach. */
 void gfx__task_entry(gf_task_t *t, gf_worker_t *w);
 
+/* ---- worker lifecycle (lifecycle.c) ------------------------------------------ */
+
+typedef struct gfx_lc gfx_lc;
+
+/* One worker's life: touched only by that worker, attached. */
+typedef struct {
+    gfx_lc *lc;
+    uint32_t id;              /* 0..workers-1 */
+    PyObject *id_obj;         /* id as an int */
+    PyObject *state;          /* worker_state=True: its dict while live */
+    int live;                 /* initialised and not yet finished */
+    int64_t calls;            /* calls since the last (re)start */
+    int64_t recycled;         /* times max_tasks_per_worker restarted it */
+    int64_t init_ns, exit_ns; /* time in the initializer / exit function */
+    /* Threads: gf_now_ns() when its exit function started, 0 otherwise
+     * (read by join() for exit_timeout). */
+    _Atomic int64_t exit_started_ns;
+} gfx_wctx;
+
+struct gfx_lc {
+    gfx_state *st;
+    PyObject *spec;           /* the options tuple gilfree.Pool made */
+    PyObject *initializer;    /* or NULL */
+    PyObject *initargs;       /* tuple */
+    PyObject *worker_exit;    /* or NULL */
+    PyObject *shared;         /* or NULL (has_shared == 0) */
+    PyObject *cpus;           /* tuple of per-worker tuples of CPU ids, or
+                               * NULL */
+    int use_state, pass_id, has_shared;
+    int64_t max_tasks;        /* calls per worker life; 0: no limit */
+    double init_timeout, exit_timeout;  /* seconds; <= 0: none */
+    uint32_t n;
+    gfx_wctx *w;              /* n contexts */
+    PyObject *exit_results;   /* list: what exit functions returned */
+    pthread_mutex_t lock;     /* error, exit_error */
+    PyObject *error;          /* the first InitializerError, or NULL */
+    PyObject *exit_error;     /* the first WorkerExitError, or NULL */
+    _Atomic int broken;       /* error is set: no call runs any more */
+    _Atomic uint32_t starting;  /* threads: workers still initialising */
+    gf_ec_t started_ec;       /* notified as they finish (or break) */
+};
+
+/* The context of the worker the calling thread is (NULL: none). */
+extern _Thread_local gfx_wctx *gfx__cur_wctx;
+
+/* From the options tuple (see gilfree._pool); n contexts with ids id0...
+ * NULL with an exception. */
+gfx_lc *gfx_lc_new(gfx_state *st, PyObject *spec, uint32_t n, uint32_t id0);
+void gfx_lc_free(gfx_lc *lc);   /* attached */
+/* fn(*prefix, *args, **kwargs) on the calling worker: starts or recycles
+ * its context first when due. */
+PyObject *gfx_lc_call(gfx_lc *lc, PyObject *fn, PyObject *const *args,
+                      Py_ssize_t nargs, PyObject *kwargs);
+PyObject *gfx_lc_call_tuple(gfx_lc *lc, PyObject *fn, PyObject *args,
+                            PyObject *kwargs);
+/* Start a context (new state, initializer): 0, or -1 with the
+ * InitializerError set (also recorded: the pool is broken). */
+int gfx_lc_start(gfx_wctx *w);
+/* End it (exit function): 0 with *value (new ref, NULL without an exit
+ * function), or -1 with the exit function's exception set. */
+int gfx_lc_finish(gfx_wctx *w, PyObject **value);
+int gfx_lc_apply_affinity(gfx_wctx *w);
+/* Threads: on_start / on_stop of a worker (attached). */
+void gfx_lc_thread_begin(gfx_wctx *w);
+void gfx_lc_thread_end(gfx_wctx *w);
+/* Threads: wait for every initializer (timeout < 0: no limit). */
+int gfx_lc_wait_started(gfx_lc *lc, double timeout);
+/* Threads: 1 (and *worker) if an exit function has overrun exit_timeout. */
+int gfx_lc_exit_overdue(gfx_lc *lc, uint32_t *worker);
+/* An InitializerError (exit_fn 0) or WorkerExitError naming the worker,
+ * with `cause` as __cause__ and `why` (or the cause) in the message. */
+PyObject *gfx_lc_error_new(gfx_lc *lc, int exit_fn, uint32_t worker,
+                           PyObject *cause, const char *why);
+void gfx_lc_set_error(gfx_lc *lc, PyObject *err);
+void gfx_lc_set_exit_error(gfx_lc *lc, PyObject *err);
+/* A copy of the recorded InitializerError (new ref), or NULL with an
+ * exception. */
+PyObject *gfx_lc_error_copy(gfx_lc *lc);
+/* Raise (a copy of) the recorded InitializerError; returns -1. */
+int gfx_lc_raise_broken(gfx_lc *lc);
+/* 0, or -1 with InitializerError if the pool is broken (lc may be NULL). */
+int gfx_lc_check(gfx_lc *lc);
+PyObject *gfx_lc_exit_results(gfx_lc *lc);
+/* The recorded WorkerExitError (new ref, cleared), or NULL. */
+PyObject *gfx_lc_take_exit_error(gfx_lc *lc);
+
 /* ---- pool (pool.c) -------------------------------------------------------- */
 
 enum gfx_pool_state {
@@ -157,6 +245,7 @@ typedef struct {
     PyInterpreterState *interp;  /* workers attach to this interpreter */
     _Atomic int terminated;
     uint32_t nworkers;
+    gfx_lc *lc;                  /* worker lifecycle, or NULL; owned */
     gfx_worker_slot slots[];
 } gfx_pool_shared;
 
@@ -170,6 +259,10 @@ typedef struct {
     gfx_engine *proc_retired;    /* after join/terminate: its memory, kept
                                   * for map jobs until dealloc */
     int backend_proc;            /* 1: backend="processes" */
+    /* Worker lifecycle, or NULL.  Threads: shared->lc (owned there, it
+     * lives as long as the threads); processes: owned here, the engine's
+     * reports land in it. */
+    gfx_lc *lc;
     gfx_pool_shared *shared;     /* with the worker threads */
     uint32_t nworkers;
     /* enum gfx_pool_state.  Written by the owning threads with the GIL (or
@@ -410,6 +503,10 @@ typedef struct {
      * recent ids written by the pool (release), read by the worker. */
     _Atomic uint64_t cancel[GFX_CANCEL_SLOTS];
 } gfx_ctl;
+/* What cur_task says a worker runs besides tasks (task ids count up from
+ * 1): its initializer or its exit function (init/exit_timeout watch). */
+#define GFX_TASK_ID_INIT UINT64_MAX
+#define GFX_TASK_ID_EXIT (UINT64_MAX - 1)
 #define GFX_CTL_SIZE 4096u
 #define GFX_CTL_MAGIC 0x67666374726c3031ull
 
@@ -422,6 +519,7 @@ typedef struct {
     PyObject *starter;       /* callable(slot, memfd, poolfd, sockfd,
                               * pidfd, pid) -> (pid, process) */
     PyObject *reaper;        /* callable(process, timeout) -> exitcode */
+    gfx_lc *lc;              /* worker lifecycle (the pool's), or NULL */
 } gfx_proc_options;
 
 int gfx_proc_init(PoolObject *pool, uint32_t nworkers,

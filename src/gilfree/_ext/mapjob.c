@@ -75,6 +75,7 @@ typedef struct {
     PyObject_HEAD
     PoolObject *pool;
     PyObject *fn;
+    gfx_lc *lc;               /* the pool's worker lifecycle, or NULL */
     PyObject *input;          /* list, tuple or iterator */
     const char *method;       /* "map", "imap", ... for messages */
     int flags;
@@ -163,6 +164,19 @@ static inline PyObject *
 call_item(MapJobObject *job, PyObject *item, int64_t index)
 {
     PyObject *res;
+    if (job->lc != NULL) {
+        /* Worker lifecycle: (worker_id, shared, state) go first. */
+        if (!(job->flags & GFX_MAP_STAR)) {
+            res = gfx_lc_call(job->lc, job->fn, &item, 1, NULL);
+            Py_DECREF(item);
+            return res;
+        }
+        if (PyTuple_CheckExact(item)) {
+            res = gfx_lc_call_tuple(job->lc, job->fn, item, NULL);
+            Py_DECREF(item);
+            return res;
+        }
+    }
     if (!(job->flags & GFX_MAP_STAR)) {
         PyObject *argv[2] = {NULL, item};
         res = PyObject_Vectorcall(job->fn, argv + 1,
@@ -185,8 +199,10 @@ call_item(MapJobObject *job, PyObject *item, int64_t index)
             Py_DECREF(item);
             return NULL;
         }
-        res = PyObject_Vectorcall(job->fn, &PyTuple_GET_ITEM(seq, 0),
-                                  (size_t)PyTuple_GET_SIZE(seq), NULL);
+        res = job->lc != NULL
+                  ? gfx_lc_call_tuple(job->lc, job->fn, seq, NULL)
+                  : PyObject_Vectorcall(job->fn, &PyTuple_GET_ITEM(seq, 0),
+                                        (size_t)PyTuple_GET_SIZE(seq), NULL);
         Py_DECREF(seq);
     }
     Py_DECREF(item);
@@ -811,6 +827,7 @@ job_new(PoolObject *pool, PyObject *fn, int flags, const char *method)
            sizeof(MapJobObject) - sizeof(PyObject));
     job->pool = (PoolObject *)Py_NewRef(pool);
     job->fn = Py_NewRef(fn);
+    job->lc = pool->lc;
     job->method = method;
     job->flags = flags;
     job->total = -1;

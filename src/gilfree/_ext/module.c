@@ -274,6 +274,20 @@ PyDoc_STRVAR(TaskTimeoutError_doc,
 "killed (which stops C code and sleeps too) and replaced.  Same\n"
 "attributes as WorkerDiedError, plus timeout (seconds).");
 
+PyDoc_STRVAR(InitializerError_doc,
+"A worker's initializer raised, timed out (init_timeout) or killed its\n"
+"worker.  The pool stops accepting work: calls waiting on that worker and\n"
+"later calls raise it.  ``__cause__`` is the initializer's own exception\n"
+"(with the worker's traceback), when there is one.  Attribute: worker\n"
+"(the worker id).");
+
+PyDoc_STRVAR(WorkerExitError_doc,
+"A worker's exit function (worker_exit=) raised, timed out (exit_timeout)\n"
+"or killed its worker.  Raised by join() once every worker has ended;\n"
+"the exit results that did come back are in exit_results().\n"
+"``__cause__`` is the exit function's own exception, when there is one.\n"
+"Attribute: worker (the worker id).");
+
 static PyObject *
 import_attr(const char *module, const char *name)
 {
@@ -360,6 +374,22 @@ core_exec(PyObject *module)
                               st->TaskTimeoutError) < 0) {
         return -1;
     }
+    st->InitializerError = PyErr_NewExceptionWithDoc(
+        "gilfree.InitializerError", InitializerError_doc, PyExc_RuntimeError,
+        NULL);
+    if (st->InitializerError == NULL ||
+        PyModule_AddObjectRef(module, "InitializerError",
+                              st->InitializerError) < 0) {
+        return -1;
+    }
+    st->WorkerExitError = PyErr_NewExceptionWithDoc(
+        "gilfree.WorkerExitError", WorkerExitError_doc, PyExc_RuntimeError,
+        NULL);
+    if (st->WorkerExitError == NULL ||
+        PyModule_AddObjectRef(module, "WorkerExitError",
+                              st->WorkerExitError) < 0) {
+        return -1;
+    }
     st->PicklingError = import_attr("pickle", "PicklingError");
     st->pickle_dumps = import_attr("_pickle", "dumps");
     st->pickle_loads = import_attr("_pickle", "loads");
@@ -423,6 +453,8 @@ core_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->ProcMap_Type);
     Py_VISIT(st->WorkerDiedError);
     Py_VISIT(st->TaskTimeoutError);
+    Py_VISIT(st->InitializerError);
+    Py_VISIT(st->WorkerExitError);
     Py_VISIT(st->PicklingError);
     Py_VISIT(st->pickle_dumps);
     Py_VISIT(st->pickle_loads);
@@ -458,6 +490,8 @@ core_clear(PyObject *module)
     Py_CLEAR(st->ProcMap_Type);
     Py_CLEAR(st->WorkerDiedError);
     Py_CLEAR(st->TaskTimeoutError);
+    Py_CLEAR(st->InitializerError);
+    Py_CLEAR(st->WorkerExitError);
     Py_CLEAR(st->PicklingError);
     Py_CLEAR(st->pickle_dumps);
     Py_CLEAR(st->pickle_loads);

@@ -59,6 +59,17 @@ typedef struct gfx_orphan {
 static pthread_mutex_t orphan_lock = PTHREAD_MUTEX_INITIALIZER;
 static gfx_orphan *orphans;  /* guarded by orphan_lock */
 
+/* Free the block shared with the worker threads (they have exited).
+ * With the GIL: the lifecycle holds Python objects. */
+static void
+shared_free(gfx_pool_shared *sh)
+{
+    if (sh != NULL) {
+        gfx_lc_free(sh->lc);
+        PyMem_RawFree(sh);
+    }
+}
+
 static void
 orphan_add(gf_pool_t *core, gfx_pool_shared *sh)
 {
@@ -88,7 +99,7 @@ orphans_reap(void)
                        gf_pool_join(o->core, 0) == 0)) {
             *link = o->next;
             gf_pool_free(o->core);
-            PyMem_RawFree(o->shared);
+            shared_free(o->shared);
             PyMem_RawFree(o);
         }
         else {
@@ -132,7 +143,23 @@ worker_on_start(gf_worker_t *w)
     /* Documented to work without an attached thread state.  On a GIL build
      * it also binds this thread's PyGILState, so C libraries that call
      * PyGILState_Ensure() from inside a task find our thread state. */
-    *gf_worker_local(w) = PyThreadState_New(sh->interp);
+    PyThreadState *ts = PyThreadState_New(sh->interp);
+    *gf_worker_local(w) = ts;
+    if (sh->lc != NULL) {
+        gfx_wctx *wc = &sh->lc->w[gf_worker_index(w)];
+        if (ts == NULL || GFX_IS_FINALIZING()) {
+            /* Nothing can run here: do not keep the pool's creator
+             * waiting for this worker's initializer. */
+            atomic_fetch_sub(&sh->lc->starting, 1);
+            gf_ec_notify_all(&sh->lc->started_ec);
+            return;
+        }
+        /* The worker's life starts here: CPU affinity, state,
+         * initializer (failures are recorded in the lifecycle). */
+        PyEval_RestoreThread(ts);
+        gfx_lc_thread_begin(wc);
+        PyEval_SaveThread();
+    }
 }
 
 static void
@@ -146,6 +173,11 @@ worker_on_stop(gf_worker_t *w)
         return;
     }
     PyEval_RestoreThread(ts);
+    gfx_pool_shared *sh = (gfx_pool_shared *)gf_worker_userdata(w);
+    if (sh->lc != NULL && !atomic_load(&sh->terminated)) {
+        /* join(): the exit function (not after terminate(): stop now). */
+        gfx_lc_thread_end(&sh->lc->w[gf_worker_index(w)]);
+    }
     PyThreadState_Clear(ts);
     PyThreadState_DeleteCurrent();
 }
@@ -193,6 +225,7 @@ gfx__task_entry(gf_task_t *t, gf_worker_t *w)
     PyEval_RestoreThread(ts);
     gfx__cur_slot = &sh->slots[gf_worker_index(w)];
     gfx__cur_shared = sh;
+    gfx__cur_wctx = sh->lc != NULL ? &sh->lc->w[gf_worker_index(w)] : NULL;
     gfx_task *task = (gfx_task *)t;
     for (;;) {
         if (atomic_load(&sh->terminated)) {
@@ -211,6 +244,7 @@ gfx__task_entry(gf_task_t *t, gf_worker_t *w)
     }
     gfx__cur_slot = NULL;
     gfx__cur_shared = NULL;
+    gfx__cur_wctx = NULL;
     PyEval_SaveThread();
 }
 
@@ -263,7 +297,7 @@ gfx_pool_check_usable(PoolObject *pool, const char *method)
                          "was called); create a new Pool", method);
             return -1;
         }
-        return 0;
+        return gfx_lc_check(pool->lc);
     }
     if (pool->core == NULL) {
         PyErr_Format(PyExc_ValueError,
@@ -281,7 +315,7 @@ gfx_pool_check_usable(PoolObject *pool, const char *method)
         gfx_raise(GF_EFORKED, method);
         return -1;
     }
-    return 0;
+    return gfx_lc_check(pool->lc);
 }
 
 int
@@ -330,6 +364,7 @@ typedef struct {
     PyObject *args;     /* tuple */
     PyObject *kwargs;   /* dict or NULL */
     PyObject *future;
+    gfx_lc *lc;         /* the pool's worker lifecycle, or NULL */
 } SubmitTask;
 
 static void
@@ -356,7 +391,9 @@ gfx_submit_run(gfx_task *task)
         return;
     }
     int prev = gfx_interruptible_begin();
-    PyObject *res = PyObject_Call(s->fn, s->args, s->kwargs);
+    PyObject *res = s->lc != NULL
+                        ? gfx_lc_call_tuple(s->lc, s->fn, s->args, s->kwargs)
+                        : PyObject_Call(s->fn, s->args, s->kwargs);
     gfx_interruptible_end(prev);
     int rc;
     if (res != NULL) {
@@ -481,6 +518,7 @@ Pool_submit(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
     s->args = fargs;
     s->kwargs = kwargs;
     s->future = Py_NewRef(future);
+    s->lc = self->lc;
     if (gfx_pool_enqueue(self, &s->task) < 0) {
         submit_free(s);
         Py_DECREF(future);
@@ -496,13 +534,19 @@ static int
 Pool_init(PyObject *op, PyObject *args, PyObject *kwargs)
 {
     PoolObject *self = POOL_CAST(op);
-    static char *kwlist[] = {"workers", "backend", "_process", NULL};
+    static char *kwlist[] = {"workers", "backend", "_process", "_lifecycle",
+                             NULL};
     PyObject *workers = Py_None;
     PyObject *backend = NULL;
     PyObject *process = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|OO$O:Pool", kwlist,
-                                     &workers, &backend, &process)) {
+    PyObject *lifecycle = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|OO$OO:Pool", kwlist,
+                                     &workers, &backend, &process,
+                                     &lifecycle)) {
         return -1;
+    }
+    if (lifecycle == Py_None) {
+        lifecycle = NULL;
     }
     int expected = 0;
     if (!atomic_compare_exchange_strong(&self->initialised, &expected, 1)) {
@@ -569,9 +613,19 @@ Pool_init(PyObject *op, PyObject *args, PyObject *kwargs)
             return -1;
         }
     }
+    gfx_state *st = gfx_state_from_type(Py_TYPE(op));
+    gfx_lc *lc = NULL;
+    if (lifecycle != NULL) {
+        lc = gfx_lc_new(st, lifecycle, (uint32_t)n, 0);
+        if (lc == NULL) {
+            return -1;
+        }
+    }
     if (want_proc) {
         self->backend_proc = 1;
         self->nworkers = (uint32_t)n;
+        self->lc = lc;
+        popt.lc = lc;
         if (gfx_proc_init(self, (uint32_t)n, &popt) < 0) {
             PyObject *exc = gfx_fetch_exception();
             if (self->proc != NULL) {
@@ -589,11 +643,13 @@ Pool_init(PyObject *op, PyObject *args, PyObject *kwargs)
     gfx_pool_shared *sh = PyMem_RawCalloc(
         1, sizeof(gfx_pool_shared) + (size_t)n * sizeof(gfx_worker_slot));
     if (sh == NULL) {
+        gfx_lc_free(lc);
         PyErr_NoMemory();
         return -1;
     }
     sh->interp = PyInterpreterState_Get();
     sh->nworkers = (uint32_t)n;
+    sh->lc = lc;
     gf_pool_config_t cfg;
     memset(&cfg, 0, sizeof(cfg));
     cfg.nthreads = (uint32_t)n;
@@ -608,12 +664,13 @@ Pool_init(PyObject *op, PyObject *args, PyObject *kwargs)
     rc = gf_pool_new(&cfg, &core);
     Py_END_ALLOW_THREADS
     if (rc < 0) {
-        PyMem_RawFree(sh);
+        shared_free(sh);
         gfx_raise(rc, "Pool(): start worker threads");
         return -1;
     }
     self->core = core;
     self->shared = sh;
+    self->lc = lc;
     self->nworkers = (uint32_t)n;
     atomic_store_explicit(&self->state, GFX_POOL_OPEN, memory_order_relaxed);
     return 0;
@@ -652,6 +709,26 @@ pool_close_and_join(PoolObject *self)
         if (PyErr_CheckSignals() < 0) {
             return -1;
         }
+        uint32_t late;
+        if (gfx_lc_exit_overdue(self->lc, &late)) {
+            /* A thread cannot be stopped: stop waiting for it.  The pool
+             * is left to finish and free itself (see orphans). */
+            char why[96];
+            PyOS_snprintf(why, sizeof why,
+                          "did not finish within exit_timeout=%g s",
+                          self->lc->exit_timeout);
+            PyObject *err = gfx_lc_error_new(self->lc, 1, late, NULL, why);
+            orphan_add(self->core, self->shared);
+            self->core = NULL;
+            self->shared = NULL;
+            self->lc = NULL;
+            atomic_store(&self->joined, 1);
+            if (err != NULL) {
+                PyErr_SetObject((PyObject *)Py_TYPE(err), err);
+                Py_DECREF(err);
+            }
+            return -1;
+        }
     }
     atomic_store(&self->joined, 1);
     return 0;
@@ -677,7 +754,7 @@ Pool_dealloc(PyObject *op)
     if (self->core != NULL) {
         if (gf_pool_is_forked(self->core) || atomic_load(&self->joined)) {
             gf_pool_free(self->core);
-            PyMem_RawFree(self->shared);
+            shared_free(self->shared);
         }
         else {
             /* Never joined (gilfree.Pool warned with ResourceWarning):
@@ -695,6 +772,12 @@ Pool_dealloc(PyObject *op)
         }
         self->core = NULL;
         self->shared = NULL;
+        self->lc = NULL;  /* the shared block's */
+    }
+    if (self->lc != NULL) {
+        /* Processes: ours. */
+        gfx_lc_free(self->lc);
+        self->lc = NULL;
     }
     tp->tp_free(op);
     Py_DECREF(tp);
@@ -740,11 +823,76 @@ Pool_join(PyObject *op, PyObject *Py_UNUSED(ignored))
             return NULL;
         }
         atomic_store(&self->joined, 1);
-        Py_RETURN_NONE;
     }
-    if (pool_close_and_join(self) < 0) {
+    else if (pool_close_and_join(self) < 0) {
         return NULL;
     }
+    /* Every worker has ended: report an exit function that failed. */
+    PyObject *err = gfx_lc_take_exit_error(self->lc);
+    if (err != NULL) {
+        PyErr_SetObject((PyObject *)Py_TYPE(err), err);
+        Py_DECREF(err);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(Pool_exit_results_doc,
+"exit_results($self, /)\n--\n\n"
+"The values the pool's ``worker_exit`` function returned, one per worker\n"
+"life that has ended so far (after ``join()``: every worker; a worker\n"
+"recycled by ``max_tasks_per_worker`` adds one per life), in the order\n"
+"they ended.  Empty without ``worker_exit``.\n\n"
+"    >>> def bye():\n"
+"    ...     return 'done'\n"
+"    >>> with gilfree.Pool(2, 'threads', worker_exit=bye) as pool:\n"
+"    ...     pass\n"
+"    >>> pool.exit_results()\n"
+"    ['done', 'done']");
+
+static PyObject *
+Pool_exit_results(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    return gfx_lc_exit_results(POOL_CAST(op)->lc);
+}
+
+static PyObject *
+Pool_wait_started(PyObject *op, PyObject *arg)
+{
+    PoolObject *self = POOL_CAST(op);
+    double timeout;
+    if (gfx_parse_timeout(arg, &timeout) < 0) {
+        return NULL;
+    }
+    if (self->lc == NULL || self->backend_proc) {
+        Py_RETURN_NONE;
+    }
+    if (gfx_lc_wait_started(self->lc, timeout) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Pool_abandon(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    /* Threads whose initializer overran init_timeout: refuse work, cancel
+     * what is queued and let the threads finish and exit by themselves
+     * (they cannot be stopped; joining would wait for them). */
+    PoolObject *self = POOL_CAST(op);
+    atomic_store(&self->state, GFX_POOL_TERMINATED);
+    if (self->backend_proc || self->core == NULL ||
+        atomic_load(&self->joined)) {
+        Py_RETURN_NONE;
+    }
+    atomic_store(&self->shared->terminated, 1);
+    gf_pool_close(self->core);
+    gf_pool_drain(self->core, task_cancel, NULL);
+    orphan_add(self->core, self->shared);
+    self->core = NULL;
+    self->shared = NULL;
+    self->lc = NULL;
+    atomic_store(&self->joined, 1);
     Py_RETURN_NONE;
 }
 
@@ -956,7 +1104,8 @@ Pool_get_state(PyObject *op, void *closure)
                                                            : "terminated");
     }
     if (self->core == NULL) {
-        return PyUnicode_FromString("uninitialised");
+        return PyUnicode_FromString(atomic_load(&self->joined)
+                                        ? "joined" : "uninitialised");
     }
     if (gf_pool_is_forked(self->core)) {
         return PyUnicode_FromString("forked");
@@ -1014,6 +1163,9 @@ static PyMethodDef Pool_methods[] = {
     {"close", Pool_close, METH_NOARGS, Pool_close_doc},
     {"join", Pool_join, METH_NOARGS, Pool_join_doc},
     {"terminate", Pool_terminate, METH_NOARGS, Pool_terminate_doc},
+    {"exit_results", Pool_exit_results, METH_NOARGS, Pool_exit_results_doc},
+    {"_wait_started", Pool_wait_started, METH_O, NULL},
+    {"_abandon", Pool_abandon, METH_NOARGS, NULL},
     {NULL, NULL, 0, NULL},
 };
 

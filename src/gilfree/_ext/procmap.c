@@ -227,6 +227,11 @@ job_fill(ProcMapObject *j)
         if (count > (int64_t)GF_MSG_MAX_COUNT / 2) {
             count = GF_MSG_MAX_COUNT / 2;
         }
+        /* max_tasks_per_worker: a chunk fits in one worker's life. */
+        if (j->e->lc != NULL && j->e->lc->max_tasks > 0 &&
+            count > j->e->lc->max_tasks) {
+            count = j->e->lc->max_tasks;
+        }
         if (j->total >= 0 && count > j->total - j->next_in) {
             count = j->total - j->next_in;
         }

@@ -253,7 +253,7 @@ slot_write(gfx_pslot *s, const gfx_msg *m)
 static int
 slot_accepts(gfx_engine *e, gfx_pslot *s)
 {
-    if (s->state != SLOT_LIVE || s->broken ||
+    if (s->state != SLOT_LIVE || s->broken || s->retiring ||
         atomic_load_explicit(&s->dead, memory_order_relaxed)) {
         return 0;
     }
@@ -267,21 +267,67 @@ slot_accepts(gfx_engine *e, gfx_pslot *s)
     return s->nfifo < MAX_FIFO && s->queued_items * avg < QUEUED_WORK_NS;
 }
 
+/* max_tasks_per_worker: a worker takes a task only if it fits in what is
+ * left of its budget (it never runs more than the limit). */
+static int
+slot_fits(gfx_engine *e, gfx_pslot *s, gfx_ptask *t)
+{
+    int64_t max = e->lc != NULL ? e->lc->max_tasks : 0;
+    /* A fresh worker takes any task: map chunks are cut to the budget
+     * (procmap.c), so only this guard against a hang would exceed it. */
+    return max <= 0 || s->sent_items == 0 ||
+           s->sent_items + (int64_t)t->count <= max;
+}
+
+/* Retiring workers get STOP after their last task (now, or as soon as
+ * their ring has room). */
+static void
+send_stops_locked(gfx_engine *e)
+{
+    for (uint32_t i = 0; i < e->n; i++) {
+        gfx_pslot *s = &e->slots[i];
+        if (s->state == SLOT_LIVE && s->retiring && !s->stop_sent &&
+            send_control(s, GF_MSG_STOP, 0) == 0) {
+            s->stop_sent = 1;
+        }
+    }
+}
+
+/* No worker can take t within its budget: retire those that have used
+ * some of theirs (they are replaced, fresh, once they have exited).
+ * Returns 1 if one was retired. */
+static int
+retire_spent_locked(gfx_engine *e, gfx_ptask *t)
+{
+    int any = 0;
+    for (uint32_t i = 0; i < e->n; i++) {
+        gfx_pslot *s = &e->slots[i];
+        if (slot_accepts(e, s) && !slot_fits(e, s, t) && s->sent_items > 0) {
+            s->retiring = 1;
+            any = 1;
+        }
+    }
+    send_stops_locked(e);
+    return any;
+}
+
 static void
 dispatch_locked(gfx_engine *e)
 {
+    send_stops_locked(e);
     while (e->pend_head != NULL) {
         gfx_ptask *t = e->pend_head;
         /* The least loaded worker that accepts work. */
         gfx_pslot *best = NULL;
         for (uint32_t i = 0; i < e->n; i++) {
             gfx_pslot *s = &e->slots[i];
-            if (slot_accepts(e, s) &&
+            if (slot_accepts(e, s) && slot_fits(e, s, t) &&
                 (best == NULL || s->queued_items < best->queued_items)) {
                 best = s;
             }
         }
         if (best == NULL) {
+            (void)retire_spent_locked(e, t);
             return;
         }
         int rc = 0;
@@ -330,6 +376,13 @@ dispatch_locked(gfx_engine *e)
         best->tail = t;
         best->nfifo++;
         best->queued_items += t->count;
+        if (e->lc != NULL && e->lc->max_tasks > 0) {
+            best->sent_items += t->count;
+            if (best->sent_items >= e->lc->max_tasks) {
+                best->retiring = 1;
+                send_stops_locked(e);
+            }
+        }
     }
 }
 
@@ -369,7 +422,6 @@ gfx_pp_withdraw_sent_locked(gfx_pslot *s, gfx_ptask *t)
 
 /* Queue a new task and dispatch what can go.  With or without the GIL. */
 static void deliver_locked(gfx_engine *e, gfx_ptask *t);
-static void settle_one(gfx_engine *e, gfx_ptask *t);
 
 void
 gfx_pp_submit(gfx_engine *e, gfx_ptask *t)
@@ -387,7 +439,7 @@ gfx_pp_submit(gfx_engine *e, gfx_ptask *t)
             eng_unlock(e);
         }
         else {
-            settle_one(e, t);
+            gfx_pp_settle_one(e, t);
             gfx_pp_ptask_free(e, t);
         }
         return;
@@ -457,6 +509,14 @@ handle_death_locked(gfx_engine *e, gfx_pslot *s)
     s->head = s->tail = NULL;
     s->nfifo = 0;
     s->queued_items = 0;
+    if (held == GFX_TASK_ID_INIT || held == GFX_TASK_ID_EXIT) {
+        /* Killed (init/exit_timeout) or crashed in its initializer or
+         * exit function: reported with the GIL (gfx_pp_life_death). */
+        s->life_death = held == GFX_TASK_ID_INIT ? LIFE_DEATH_INIT
+                                                 : LIFE_DEATH_EXIT;
+        s->life_timed_out = s->timeout_task == held;
+        held = 0;
+    }
     while (t != NULL) {
         gfx_ptask *next = t->next;
         t->next = NULL;
@@ -522,6 +582,41 @@ consume_frame(gfx_engine *e, gfx_pslot *s, gf_ring_frame_t *f)
         e->startup_failures = 0;
         return 0;
     }
+    if (msg.kind == GF_MSG_LIFE) {
+        /* Copied now, decoded with the GIL (gfx_pp_life_batch). */
+        gfx_life *l = PyMem_RawCalloc(1, sizeof *l);
+        unsigned char *copy = l ? PyMem_RawMalloc(f->len ? f->len : 1) : NULL;
+        if (copy == NULL) {
+            PyMem_RawFree(l);
+            return -1;
+        }
+        memcpy(copy, f->data, f->len);
+        l->data = copy;
+        l->len = f->len;
+        l->slot = (uint32_t)(s - e->slots);
+        l->pid = s->pid;
+        if (msg.head.nbufs > 0) {
+            l->fds = PyMem_RawMalloc(sizeof(int) * msg.head.nbufs);
+            if (l->fds == NULL || gfx_recv_fds(s->sock, &msg, l->fds) < 0) {
+                PyMem_RawFree(l->fds);
+                l->fds = NULL;
+                gfx_pp_life_free(l);
+                return -1;
+            }
+            l->nfds = msg.head.nbufs;
+        }
+        gf_ring_release(s->rx);
+        eng_lock(e);
+        if (e->life_tail != NULL) {
+            e->life_tail->next = l;
+        }
+        else {
+            e->life_head = l;
+        }
+        e->life_tail = l;
+        eng_unlock(e);
+        return 0;
+    }
     if (msg.kind != GF_MSG_RESULT) {
         return -1;
     }
@@ -575,272 +670,6 @@ consume_frame(gfx_engine *e, gfx_pslot *s, gf_ring_frame_t *f)
     deliver_locked(e, t);
     eng_unlock(e);
     return 0;
-}
-
-/* ---- errors for failed tasks (GIL) --------------------------------------------- */
-
-static PyObject *
-set_attrs(PyObject *exc, gfx_ptask *t, int64_t index, double timeout)
-{
-    const gf_exit_t *x = &t->exit;
-    PyObject *v;
-#define SETA(name, expr)                                           \
-    v = (expr);                                                    \
-    if (v == NULL || PyObject_SetAttrString(exc, name, v) < 0) {   \
-        Py_XDECREF(v);                                             \
-        Py_DECREF(exc);                                            \
-        return NULL;                                               \
-    }                                                              \
-    Py_DECREF(v);
-    SETA("pid", PyLong_FromLong((long)t->pid));
-    SETA("exitcode", x->kind == GF_EXIT_CODE ? PyLong_FromLong(x->code)
-                                             : Py_NewRef(Py_None));
-    SETA("signal", x->kind == GF_EXIT_SIGNAL ? PyLong_FromLong(x->code)
-                                             : Py_NewRef(Py_None));
-    const char *sn = x->kind == GF_EXIT_SIGNAL ? gf_signal_name(x->code)
-                                               : NULL;
-    SETA("signal_name", sn ? PyUnicode_FromString(sn) : Py_NewRef(Py_None));
-    SETA("index", index >= 0 ? PyLong_FromLongLong(index)
-                             : Py_NewRef(Py_None));
-    SETA("timeout", timeout > 0 ? PyFloat_FromDouble(timeout)
-                                : Py_NewRef(Py_None));
-#undef SETA
-    return exc;
-}
-
-/* The exception for a task whose worker died (or was killed for its
- * timeout) while running input `index` (-1: apply/submit). */
-static PyObject *
-died_error(gfx_engine *e, gfx_ptask *t, PyObject *fn, int64_t index)
-{
-    gfx_state *st = e->st;
-    char how[96];
-    gf_exit_describe(&t->exit, how, sizeof how);
-    PyObject *name = fn ? gfx_callable_name(fn) : NULL;
-    if (name == NULL) {
-        PyErr_Clear();
-        name = PyUnicode_FromString("the function");
-        if (name == NULL) {
-            return NULL;
-        }
-    }
-    PyObject *msg, *cls;
-    double timeout = (double)e->timeout_ns / 1e9;
-    if (t->outcome == OUT_TIMEDOUT) {
-        cls = st->TaskTimeoutError;
-        char secs[32];
-        PyOS_snprintf(secs, sizeof secs, "%g", timeout);
-        msg = index >= 0
-            ? PyUnicode_FromFormat(
-                  "%U ran longer than task_timeout=%s s on input index %lld; "
-                  "its worker process %ld was killed",
-                  name, secs, (long long)index, (long)t->pid)
-            : PyUnicode_FromFormat(
-                  "%U ran longer than task_timeout=%s s; its worker process "
-                  "%ld was killed", name, secs, (long)t->pid);
-    }
-    else {
-        cls = st->WorkerDiedError;
-        timeout = 0;
-        msg = index >= 0
-            ? PyUnicode_FromFormat(
-                  "worker process %ld %s while running %U on input index "
-                  "%lld", (long)t->pid, how, name, (long long)index)
-            : PyUnicode_FromFormat("worker process %ld %s while running %U",
-                                   (long)t->pid, how, name);
-    }
-    Py_DECREF(name);
-    if (msg == NULL) {
-        return NULL;
-    }
-    PyObject *exc = PyObject_CallOneArg(cls, msg);
-    Py_DECREF(msg);
-    if (exc == NULL) {
-        return NULL;
-    }
-    return set_attrs(exc, t, index, timeout);
-}
-
-static PyObject *
-cancelled_error(gfx_state *st, const char *why)
-{
-    return PyObject_CallFunction(st->CancelledError, "s", why);
-}
-
-/* Decode a settled task.  On success returns the results list (new ref)
- * and sets *errors to NULL or a list of (offset, exc, tb_text); for a
- * task that did not complete, returns NULL with *failure = the exception
- * for its item at *fail_index (no Python error set).  -1/NULL with an
- * exception set on a decoding error. */
-PyObject *
-gfx_pp_ptask_results(gfx_engine *e, gfx_ptask *t, PyObject *fn, PyObject **errors,
-              PyObject **failure, int64_t *fail_index)
-{
-    *errors = NULL;
-    *failure = NULL;
-    *fail_index = -1;
-    gfx_state *st = e->st;
-    if (t->outcome == OUT_DIED || t->outcome == OUT_TIMEDOUT) {
-        int64_t idx = t->died_index;
-        if (idx < t->index0 || idx >= t->index0 + (int64_t)t->count) {
-            idx = t->index0;
-        }
-        *fail_index = idx;
-        *failure = died_error(e, t, fn, t->kind == PT_MAP ? idx : -1);
-        return NULL;
-    }
-    if (t->outcome == OUT_CANCELLED) {
-        *fail_index = t->index0;
-        *failure = cancelled_error(st, "the pool was terminated before this "
-                                       "task finished");
-        return NULL;
-    }
-    if (t->outcome == OUT_BROKEN) {
-        *fail_index = t->index0;
-        *failure = PyObject_CallFunction(
-            PyExc_RuntimeError, "s",
-            e->start_error[0] ? e->start_error
-                              : "gilfree: no worker process could run this "
-                                "task");
-        return NULL;
-    }
-    gf_msg_t msg;
-    if (gf_msg_parse(GF_MSG_RESULT, t->res, t->res_len, &msg) < 0) {
-        PyErr_SetString(PyExc_RuntimeError, "gilfree: malformed result");
-        return NULL;
-    }
-    PyObject *obj = gfx_decode(st, &msg, t->res_fds, t->res_nfds);
-    t->res_nfds = 0;  /* consumed */
-    if (obj == NULL) {
-        /* The worker's answer pickled there but does not unpickle here
-         * (e.g. a class that only exists in the worker): say for which
-         * input, keep the reason as the cause. */
-        PyObject *why = gfx_fetch_exception();
-        if (t->kind == PT_MAP && t->count > 1) {
-            PyErr_Format(PyExc_RuntimeError,
-                         "cannot rebuild the results of inputs %lld..%lld "
-                         "received from worker process %ld: %S",
-                         (long long)t->index0,
-                         (long long)(t->index0 + t->count - 1), (long)t->pid,
-                         why ? why : Py_None);
-        }
-        else if (t->kind == PT_MAP) {
-            PyErr_Format(PyExc_RuntimeError,
-                         "cannot rebuild the result for input index %lld "
-                         "received from worker process %ld: %S",
-                         (long long)t->index0, (long)t->pid,
-                         why ? why : Py_None);
-        }
-        else {
-            PyErr_Format(PyExc_RuntimeError,
-                         "cannot rebuild the result received from worker "
-                         "process %ld: %S", (long)t->pid, why ? why : Py_None);
-        }
-        if (why != NULL) {
-            PyObject *exc = gfx_fetch_exception();
-            PyException_SetCause(exc, why);
-            gfx_restore_exception(exc);
-            Py_DECREF(exc);
-        }
-        return NULL;
-    }
-    unsigned status = msg.head.flags & ~GF_MSG_FLAG_EXT;
-    if (status == GF_RESULT_OK) {
-        if (!PyList_CheckExact(obj)) {
-            Py_DECREF(obj);
-            PyErr_SetString(PyExc_RuntimeError, "gilfree: malformed result");
-            return NULL;
-        }
-        return obj;
-    }
-    if (!PyTuple_Check(obj) || PyTuple_GET_SIZE(obj) != 2 ||
-        !PyList_Check(PyTuple_GET_ITEM(obj, 0)) ||
-        !PyList_Check(PyTuple_GET_ITEM(obj, 1))) {
-        Py_DECREF(obj);
-        PyErr_SetString(PyExc_RuntimeError, "gilfree: malformed error result");
-        return NULL;
-    }
-    PyObject *res = Py_NewRef(PyTuple_GET_ITEM(obj, 0));
-    *errors = Py_NewRef(PyTuple_GET_ITEM(obj, 1));
-    Py_DECREF(obj);
-    return res;
-}
-
-/* Turn one (offset, exc, tb_text) entry into the exception to raise,
- * decorated with the input index.  New reference, or NULL (error set). */
-PyObject *
-gfx_pp_entry_exception(gfx_engine *e, gfx_ptask *t, PyObject *entry, PyObject *fn,
-                int64_t *index)
-{
-    PyObject *exc, *tb;
-    Py_ssize_t off;
-    if (!PyTuple_Check(entry) ||
-        !PyArg_ParseTuple(entry, "nOO", &off, &exc, &tb) ||
-        !PyExceptionInstance_Check(exc)) {
-        PyErr_Clear();
-        PyErr_SetString(PyExc_RuntimeError, "gilfree: malformed error entry");
-        return NULL;
-    }
-    *index = t->index0 + off;
-    gfx_decorate_remote(e->st, exc, fn, t->kind == PT_MAP ? *index : -1,
-                        PyUnicode_Check(tb) ? tb : NULL, (long)t->pid);
-    return Py_NewRef(exc);
-}
-
-/* Settle an apply/submit task (GIL; collector or terminate). */
-static void
-settle_one(gfx_engine *e, gfx_ptask *t)
-{
-    gfx_state *st = e->st;
-    PyObject *fn = t->fe ? t->fe->fn : NULL;
-    PyObject *errors, *failure, *value = NULL;
-    int64_t fidx;
-    int ok = 0;
-    PyObject *res = gfx_pp_ptask_results(e, t, fn, &errors, &failure, &fidx);
-    if (res != NULL) {
-        if (errors != NULL && PyList_GET_SIZE(errors) > 0) {
-            int64_t idx;
-            value = gfx_pp_entry_exception(e, t, PyList_GET_ITEM(errors, 0), fn,
-                                    &idx);
-        }
-        else if (PyList_GET_SIZE(res) == 1) {
-            value = Py_NewRef(PyList_GET_ITEM(res, 0));
-            ok = 1;
-        }
-        else {
-            PyErr_SetString(PyExc_RuntimeError, "gilfree: malformed result");
-        }
-        Py_XDECREF(errors);
-        Py_DECREF(res);
-    }
-    else if (failure != NULL) {
-        value = failure;
-    }
-    if (value == NULL) {
-        value = gfx_fetch_exception();
-    }
-    if (value == NULL) {
-        value = PyObject_CallFunction(PyExc_RuntimeError, "s",
-                                      "gilfree: the result was lost");
-        if (value == NULL) {
-            value = gfx_fetch_exception();
-        }
-    }
-    if (t->kind == PT_APPLY) {
-        gfx_asyncresult_finish(t->owner, value, ok);
-    }
-    else {
-        int run = gfx_future_set_running(st, t->owner);
-        int rc = 0;
-        if (run > 0) {
-            rc = ok ? gfx_future_set_result(st, t->owner, value)
-                    : gfx_future_set_exception(st, t->owner, value);
-        }
-        if (run < 0 || rc < 0) {
-            PyErr_WriteUnraisable(t->owner);
-        }
-        Py_XDECREF(value);
-    }
 }
 
 /* ---- workers: start, watch, retire -------------------------------------------- */
@@ -935,6 +764,20 @@ slot_start(gfx_engine *e, uint32_t i)
         return -1;
     }
     s->sock = sv[0];
+    s->sent_items = 0;
+    s->retiring = s->stop_sent = 0;
+    s->life_death = s->life_timed_out = 0;
+    if (e->has_setup) {
+        /* The worker's first message: its lifecycle (the ring is empty,
+         * the descriptors wait in the socket for the worker). */
+        rc = slot_write(s, &e->setup);
+        if (rc < 0) {
+            close(sv[1]);
+            slot_release(e, s, 0);
+            gfx_raise(rc, "sending the worker lifecycle to a new worker");
+            return -1;
+        }
+    }
     PyObject *r = PyObject_CallFunction(
         e->starter, "IiiiiL", i, s->mem.fd, e->poolmem.fd, sv[1],
         e->pool_pidfd, (long long)e->pool_pid);
@@ -1020,12 +863,19 @@ collector_gil_batch(gfx_engine *e)
     /* Settle apply/submit results and free garbage. */
     eng_lock(e);
     gfx_ptask *settle = e->settle_head, *garbage = e->garbage;
+    gfx_life *life = e->life_head;
     e->settle_head = e->settle_tail = NULL;
     e->garbage = NULL;
+    e->life_head = e->life_tail = NULL;
     eng_unlock(e);
+    /* Lifecycle reports first: an initializer's failure is recorded before
+     * the tasks it failed are settled. */
+    if (life != NULL) {
+        gfx_pp_life_batch(e, life);
+    }
     while (settle != NULL) {
         gfx_ptask *next = settle->next;
-        settle_one(e, settle);
+        gfx_pp_settle_one(e, settle);
         gfx_pp_ptask_free(e, settle);
         settle = next;
     }
@@ -1046,6 +896,12 @@ collector_gil_batch(gfx_engine *e)
         }
         slot_release(e, s, 1);
         e->replace[i] = 0;
+        if (s->life_death != LIFE_DEATH_NONE &&
+            gfx_pp_life_death(e, i, s)) {
+            /* It died in its initializer: a new one would too. */
+            give_up_slot(e, s);
+            continue;
+        }
         if (atomic_load(&e->stop) || atomic_load(&e->terminating) ||
             (atomic_load(&e->closing) &&
              atomic_load(&e->outstanding_atomic) == 0)) {
@@ -1084,7 +940,8 @@ static int
 collector_has_gil_work(gfx_engine *e)
 {
     eng_lock(e);
-    int lists = e->settle_head != NULL || e->garbage != NULL;
+    int lists = e->settle_head != NULL || e->garbage != NULL ||
+                e->life_head != NULL;
     eng_unlock(e);
     if (lists) {
         return 1;
@@ -1102,7 +959,7 @@ collector_has_gil_work(gfx_engine *e)
 static int64_t
 check_timeouts(gfx_engine *e)
 {
-    int64_t now = gf_now_ns(), next = e->timeout_ns;
+    int64_t now = gf_now_ns(), next = 50 * 1000000LL;
     for (uint32_t i = 0; i < e->n; i++) {
         gfx_pslot *s = &e->slots[i];
         if (s->state != SLOT_LIVE || s->timeout_task != 0) {
@@ -1113,7 +970,16 @@ check_timeouts(gfx_engine *e)
         if (start == 0) {
             continue;
         }
-        int64_t left = start + e->timeout_ns - now;
+        /* The task's limit, or the initializer's or exit function's. */
+        uint64_t cur = atomic_load_explicit(&s->ctl->cur_task,
+                                            memory_order_acquire);
+        int64_t limit = cur == GFX_TASK_ID_INIT ? e->init_timeout_ns
+                        : cur == GFX_TASK_ID_EXIT ? e->exit_timeout_ns
+                                                  : e->timeout_ns;
+        if (limit <= 0) {
+            continue;
+        }
+        int64_t left = start + limit - now;
         if (left > 0) {
             next = left < next ? left : next;
             continue;
@@ -1163,7 +1029,8 @@ collector_main(void *arg)
             }
         }
         int64_t wait_ns = 50 * 1000000LL;
-        if (e->timeout_ns > 0) {
+        if (e->timeout_ns > 0 || e->init_timeout_ns > 0 ||
+            e->exit_timeout_ns > 0) {
             int64_t t = check_timeouts(e);
             wait_ns = t < wait_ns ? t : wait_ns;
         }
@@ -1216,6 +1083,11 @@ gfx_proc_init(PoolObject *pool, uint32_t nworkers, const gfx_proc_options *opt)
     e->children = opt->start_method_fork;
     e->starter = Py_NewRef(opt->starter);
     e->reaper = Py_XNewRef(opt->reaper);
+    e->lc = opt->lc;
+    if (e->lc != NULL) {
+        e->init_timeout_ns = (int64_t)(e->lc->init_timeout * 1e9);
+        e->exit_timeout_ns = (int64_t)(e->lc->exit_timeout * 1e9);
+    }
     gf_ec_init(&e->idle_ec);
     pthread_mutex_init(&e->lock, NULL);
     e->segs = gfx_segcache_new();
@@ -1246,6 +1118,9 @@ gfx_proc_init(PoolObject *pool, uint32_t nworkers, const gfx_proc_options *opt)
     }
     if (rc < 0) {
         gfx_raise(rc, "Pool(backend='processes')");
+        return -1;
+    }
+    if (e->lc != NULL && gfx_pp_life_setup(e) < 0) {
         return -1;
     }
     for (uint32_t i = 0; i < nworkers; i++) {
@@ -1341,6 +1216,10 @@ engine_destroy(PoolObject *pool, int kill_workers)
         Py_XDECREF(fe->fn);
         gfx_msg_clear(&fe->def);
         PyMem_RawFree(fe);
+    }
+    if (e->has_setup) {
+        gfx_msg_clear(&e->setup);
+        e->has_setup = 0;
     }
     if (e->pool_pidfd >= 0) {
         close(e->pool_pidfd);
@@ -1448,21 +1327,42 @@ gfx_proc_join(PoolObject *pool)
         }
     }
     eng_unlock(e);
-    int64_t deadline = gf_now_ns() + 2000000000LL;
+    /* Workers with an exit function may take their time (exit_timeout,
+     * enforced by the collector, bounds it); others get two seconds.  Wait
+     * until the collector has seen each one end: it has then also drained
+     * what the worker sent last (its exit function's result). */
+    int64_t deadline = (e->lc != NULL && e->lc->worker_exit != NULL)
+                           ? INT64_MAX : gf_now_ns() + 2000000000LL;
+    int rc_wait = 0;
     for (uint32_t i = 0; i < e->n; i++) {
         gfx_pslot *s = &e->slots[i];
-        while (s->state == SLOT_LIVE && !atomic_load(&s->dead) &&
-               gf_now_ns() < deadline) {
+        for (;;) {
             uint32_t key = gf_ec_prepare(e->doorbell);
-            if (atomic_load(&s->dead)) {
+            eng_lock(e);
+            int live = s->state == SLOT_LIVE;
+            eng_unlock(e);
+            if (!live || gf_now_ns() >= deadline) {
                 break;
             }
             Py_BEGIN_ALLOW_THREADS
             (void)gf_ec_wait(e->doorbell, key, 10000000LL);
             Py_END_ALLOW_THREADS
+            if (PyErr_CheckSignals() < 0) {
+                rc_wait = -1;
+                break;
+            }
+        }
+        if (rc_wait < 0) {
+            break;
         }
     }
+    PyObject *exc = rc_wait < 0 ? gfx_fetch_exception() : NULL;
     engine_destroy(pool, 1);
+    if (exc != NULL) {
+        gfx_restore_exception(exc);
+        Py_DECREF(exc);
+        return -1;
+    }
     return 0;
 }
 
@@ -1670,7 +1570,7 @@ gfx_proc_abandon(PoolObject *pool, PyObject *ar)
         /* Never sent: settle it here, cancelled (we hold the GIL). */
         gfx_ptask *next = t->next;
         t->outcome = OUT_CANCELLED;
-        settle_one(e, t);
+        gfx_pp_settle_one(e, t);
         gfx_pp_ptask_free(e, t);
         t = next;
     }

@@ -22,6 +22,21 @@ enum {
 };
 enum { SLOT_EMPTY = 0, SLOT_LIVE, SLOT_DEAD };
 
+/* A worker died in its initializer or its exit function. */
+enum { LIFE_DEATH_NONE = 0, LIFE_DEATH_INIT, LIFE_DEATH_EXIT };
+
+/* A LIFE message from a worker, copied by the collector and handled with
+ * the GIL (proclife.c). */
+typedef struct gfx_life {
+    struct gfx_life *next;
+    uint32_t slot;
+    pid_t pid;
+    unsigned char *data;     /* the frame, 8-byte aligned */
+    size_t len;
+    int *fds;
+    uint32_t nfds;
+} gfx_life;
+
 typedef struct gfx_fnent {
     struct gfx_fnent *next;
     uint64_t id;
@@ -92,6 +107,13 @@ typedef struct {
     int broken;                  /* protocol error: being killed */
     int hello;                   /* the worker said HELLO (collector) */
     uint32_t cancel_next;        /* next ctl->cancel entry (engine lock) */
+    /* max_tasks_per_worker (engine lock): items sent to this worker; once
+     * retiring it gets nothing more, and STOP once stop_sent. */
+    int64_t sent_items;
+    int retiring, stop_sent;
+    int life_death;              /* LIFE_DEATH_*: set at its death (lock),
+                                  * handled with the GIL */
+    int life_timed_out;          /* ... killed for init/exit_timeout */
 } gfx_pslot;
 
 struct gfx_engine {
@@ -133,6 +155,13 @@ struct gfx_engine {
     int children;                /* workers are our children (NOREAP) */
     PyObject *starter, *reaper;
     char start_error[256];       /* last failure to start a worker */
+    /* Worker lifecycle (pool->lc, or NULL): the SETUP message every new
+     * worker gets first, LIFE messages waiting for the GIL (lock). */
+    gfx_lc *lc;
+    gfx_msg setup;
+    int has_setup;
+    gfx_life *life_head, *life_tail;
+    int64_t init_timeout_ns, exit_timeout_ns;
 };
 
 static inline void
@@ -146,6 +175,16 @@ eng_unlock(gfx_engine *e)
 {
     pthread_mutex_unlock(&e->lock);
 }
+
+/* proclife.c: the worker lifecycle, pool side.  Encode the SETUP message
+ * (GIL): 0 or -1 with an exception. */
+int gfx_pp_life_setup(gfx_engine *e);
+/* Handle the LIFE messages and lifecycle deaths collected so far (GIL). */
+void gfx_pp_life_batch(gfx_engine *e, gfx_life *list);
+/* A worker died in its initializer or exit function (GIL): record it.
+ * Returns 1 if the slot must not be restarted. */
+int gfx_pp_life_death(gfx_engine *e, uint32_t slot, gfx_pslot *s);
+void gfx_pp_life_free(gfx_life *l);
 
 /* Shared by procpool.c and procmap.c (see their definitions). */
 /* 0, or -1 with RuntimeError in a process forked from the pool's. */
@@ -164,6 +203,8 @@ PyObject *gfx_pp_ptask_results(gfx_engine *e, gfx_ptask *t, PyObject *fn,
                                PyObject **errors, PyObject **failure,
                                int64_t *fail_index);
 void gfx_pp_sink_decref(gfx_sink *s);
+/* Settle an apply/submit task: finish its AsyncResult or Future (GIL). */
+void gfx_pp_settle_one(gfx_engine *e, gfx_ptask *t);
 void gfx_pp_withdraw_sent_locked(gfx_pslot *s, gfx_ptask *t);
 /* Withdraw the tasks that match: pending ones leave the queue and are
  * returned as a list (no longer counted as outstanding; the caller settles

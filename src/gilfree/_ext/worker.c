@@ -6,7 +6,10 @@
  *   TASK   decode the items, release the frame (the pool may reuse its
  *          room at once), call the cached function on each, encode the
  *          results and send them on the result ring, ring the doorbell
- *   FORGET drop a cached callable;  STOP  return
+ *   SETUP  the pool's worker lifecycle (first, if the pool has one): CPU
+ *          affinity, state, initializer; then every call goes through
+ *          gfx_lc_call (worker id, shared object, state first)
+ *   FORGET drop a cached callable;  STOP  run the exit function, return
  *
  * Before each call the worker publishes which task and which input index it
  * runs, and since when, in its control block (shared memory): if it dies
@@ -33,6 +36,7 @@ typedef struct {
                            * raised} */
     gfx_segcache *segs;
     int slot;
+    gfx_lc *lc;           /* from SETUP, or NULL */
 } worker;
 
 /* Send a message (and its descriptors); 0, or -1 when the pool has gone
@@ -286,14 +290,23 @@ run_task(worker *w, const gf_msg_t *msg, int *fds)
                                     "gilfree worker: malformed apply task");
                     r = NULL;
                 }
+                else if (w->lc != NULL) {
+                    r = gfx_lc_call_tuple(w->lc, fn, a,
+                                          k == Py_None ? NULL : k);
+                }
                 else {
                     r = PyObject_Call(fn, a, k == Py_None ? NULL : k);
                 }
             }
             else if (flags & GF_TASK_STAR) {
                 PyObject *t = PySequence_Tuple(item);
-                r = t ? PyObject_Call(fn, t, NULL) : NULL;
+                r = t == NULL ? NULL
+                    : w->lc != NULL ? gfx_lc_call_tuple(w->lc, fn, t, NULL)
+                                    : PyObject_Call(fn, t, NULL);
                 Py_XDECREF(t);
+            }
+            else if (w->lc != NULL) {
+                r = gfx_lc_call(w->lc, fn, &item, 1, NULL);
             }
             else {
                 r = PyObject_CallOneArg(fn, item);
@@ -375,6 +388,165 @@ handle_func(worker *w, const gf_msg_t *msg, int *fds)
     return rc;
 }
 
+/* Tell the pool how the initializer or the exit function went. */
+static int
+send_life(worker *w, unsigned event, int64_t ns, PyObject *payload)
+{
+    gf_msg_head_t head = {0};
+    head.aux = (uint64_t)ns;
+    head.flags = (uint16_t)event;
+    gfx_msg m;
+    int rc;
+    if (payload == NULL) {
+        head.codec = GF_CODEC_NONE;
+        rc = gfx_encode_raw(GF_MSG_LIFE, &head, NULL, 0, &m);
+    }
+    else {
+        rc = gfx_encode(w->st, GF_MSG_LIFE, &head, payload, 0,
+                        gf_ring_max_payload(w->tx), &m);
+        if (rc < 0) {
+            /* Not picklable (an exit result, or an exception): say so
+             * instead, in a form that pickles. */
+            PyObject *why = gfx_fetch_exception();
+            PyObject *msg = PyUnicode_FromFormat(
+                "the %s's %s could not be sent back from the worker "
+                "process: %S",
+                event >= GF_LIFE_EXIT_OK ? "exit function" : "initializer",
+                event == GF_LIFE_EXIT_OK ? "result" : "exception",
+                why ? why : Py_None);
+            Py_XDECREF(why);
+            PyObject *exc = msg ? PyObject_CallOneArg(w->st->PicklingError,
+                                                      msg) : NULL;
+            Py_XDECREF(msg);
+            PyObject *pair = exc ? Py_BuildValue("(Os)", exc, "") : NULL;
+            Py_XDECREF(exc);
+            if (pair == NULL) {
+                return -1;
+            }
+            head.flags = (uint16_t)(event >= GF_LIFE_EXIT_OK
+                                        ? GF_LIFE_EXIT_RAISED
+                                        : GF_LIFE_INIT_RAISED);
+            rc = gfx_encode(w->st, GF_MSG_LIFE, &head, pair, 0,
+                            gf_ring_max_payload(w->tx), &m);
+            Py_DECREF(pair);
+        }
+    }
+    if (rc < 0) {
+        return -1;
+    }
+    return send_msg(w, &m);
+}
+
+/* (exception, traceback text) of the exception being handled; NULL on
+ * failure. */
+static PyObject *
+failure_pair(worker *w)
+{
+    PyObject *exc = gfx_fetch_exception();
+    if (exc == NULL) {
+        return NULL;
+    }
+    /* The initializer's own exception travels, not our wrapper. */
+    PyObject *cause = PyObject_TypeCheck(exc, (PyTypeObject *)
+                                         w->st->InitializerError)
+                          ? PyException_GetCause(exc) : NULL;
+    PyObject *orig = cause != NULL ? cause : Py_NewRef(exc);
+    Py_DECREF(exc);
+    PyObject *tb = gfx_format_traceback(w->st, orig);
+    if (tb == NULL) {
+        PyErr_Clear();
+        tb = PyUnicode_FromString("");
+    }
+    PyObject *pair = tb ? PyTuple_Pack(2, orig, tb) : NULL;
+    Py_DECREF(orig);
+    Py_XDECREF(tb);
+    return pair;
+}
+
+/* SETUP: build the lifecycle, start it (affinity, state, initializer)
+ * under the pool's init_timeout watch, report.  -1: the pool has gone. */
+static int
+handle_setup(worker *w, const gf_msg_t *msg, int *fds)
+{
+    PyObject *spec = gfx_decode(w->st, msg, fds, msg->head.nbufs);
+    gf_ring_release(w->rx);
+    if (spec != NULL && w->lc == NULL) {
+        w->lc = gfx_lc_new(w->st, spec, 1, (uint32_t)w->slot);
+    }
+    Py_XDECREF(spec);
+    if (w->lc == NULL) {
+        PyObject *pair = failure_pair(w);
+        int rc = pair ? send_life(w, GF_LIFE_INIT_RAISED, 0, pair) : -1;
+        Py_XDECREF(pair);
+        return rc;
+    }
+    /* Recycling is the pool's business: it stops sending to this worker
+     * when its budget is spent. */
+    w->lc->max_tasks = 0;
+    gfx_wctx *wc = &w->lc->w[0];
+    gfx__cur_wctx = wc;
+    atomic_store_explicit(&w->ctl->cur_start_ns, gf_now_ns(),
+                          memory_order_relaxed);
+    atomic_store_explicit(&w->ctl->cur_task, GFX_TASK_ID_INIT,
+                          memory_order_release);
+    int64_t t0 = gf_now_ns();
+    int ok = gfx_lc_apply_affinity(wc) == 0 && gfx_lc_start(wc) == 0;
+    int64_t took = gf_now_ns() - t0;
+    atomic_store_explicit(&w->ctl->cur_start_ns, 0, memory_order_relaxed);
+    atomic_store_explicit(&w->ctl->cur_task, 0, memory_order_release);
+    if (ok) {
+        return send_life(w, GF_LIFE_INIT_OK, took, NULL);
+    }
+    if (!atomic_load(&w->lc->broken)) {
+        /* Not the initializer itself (affinity, memory): every call must
+         * still fail, with this as the reason. */
+        PyObject *cause = gfx_fetch_exception();
+        PyObject *err = gfx_lc_error_new(w->lc, 0, wc->id, cause,
+                                         cause ? NULL : "failed");
+        if (err != NULL) {
+            gfx_lc_set_error(w->lc, err);
+            PyErr_SetObject((PyObject *)Py_TYPE(err), err);
+            Py_DECREF(err);
+        }
+        else {
+            gfx_restore_exception(cause);
+        }
+        Py_XDECREF(cause);
+    }
+    PyObject *pair = failure_pair(w);
+    int rc = pair ? send_life(w, GF_LIFE_INIT_RAISED, took, pair) : -1;
+    Py_XDECREF(pair);
+    return rc;
+}
+
+/* STOP: the exit function, under the pool's exit_timeout watch. */
+static int
+run_exit(worker *w)
+{
+    if (w->lc == NULL || w->lc->worker_exit == NULL || !w->lc->w[0].live) {
+        return 0;
+    }
+    atomic_store_explicit(&w->ctl->cur_start_ns, gf_now_ns(),
+                          memory_order_relaxed);
+    atomic_store_explicit(&w->ctl->cur_task, GFX_TASK_ID_EXIT,
+                          memory_order_release);
+    PyObject *value;
+    int64_t t0 = gf_now_ns();
+    int rc = gfx_lc_finish(&w->lc->w[0], &value);
+    int64_t took = gf_now_ns() - t0;
+    atomic_store_explicit(&w->ctl->cur_start_ns, 0, memory_order_relaxed);
+    atomic_store_explicit(&w->ctl->cur_task, 0, memory_order_release);
+    if (rc == 0) {
+        rc = send_life(w, GF_LIFE_EXIT_OK, took, value ? value : Py_None);
+        Py_XDECREF(value);
+        return rc;
+    }
+    PyObject *pair = failure_pair(w);
+    rc = pair ? send_life(w, GF_LIFE_EXIT_RAISED, took, pair) : -1;
+    Py_XDECREF(pair);
+    return rc;
+}
+
 static int
 worker_loop(worker *w)
 {
@@ -417,6 +589,11 @@ worker_loop(worker *w)
             }
         }
         switch (msg.kind) {
+        case GF_MSG_SETUP:
+            if (handle_setup(w, &msg, fds) < 0) {
+                return PyErr_Occurred() ? -1 : 0;
+            }
+            break;
         case GF_MSG_FUNC:
             if (handle_func(w, &msg, fds) < 0) {
                 return -1;
@@ -441,6 +618,9 @@ worker_loop(worker *w)
         }
         case GF_MSG_STOP:
             gf_ring_release(w->rx);
+            if (run_exit(w) < 0) {
+                return PyErr_Occurred() ? -1 : 0;
+            }
             return 0;
         default:
             gf_ring_release(w->rx);
@@ -530,6 +710,8 @@ gfx_worker_main(PyObject *module, PyObject *args)
         result = Py_NewRef(Py_None);
     }
 done:
+    gfx__cur_wctx = NULL;
+    gfx_lc_free(w.lc);
     gfx_segcache_use(NULL);
     gfx_segcache_free(w.segs);
     Py_XDECREF(w.funcs);
