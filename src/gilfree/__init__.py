@@ -26,6 +26,7 @@ from ._core import (
     WorkerDiedError,
     WorkerExitError,
 )
+from ._insights import Insights
 from ._pool import Decision, PerformanceWarning, Pool, map, usable_cpus
 from ._probe import Probe, probe
 
@@ -35,6 +36,7 @@ __all__ = [
     "AsyncResult",
     "Decision",
     "InitializerError",
+    "Insights",
     "MapIterator",
     "PerformanceWarning",
     "Pool",

@@ -1,6 +1,7 @@
 """Command line: ``python -m gilfree`` (installed as the ``gilfree`` script).
 
-    gilfree demo [--workers N] [--quick]   serial vs gilfree on built-in workloads
+    gilfree demo [--workers N] [--quick] [--plot PNG]
+                                           serial vs gilfree on built-in workloads
     gilfree probe module:function [ARG...] measure how much a call holds the GIL
     gilfree version                        print the installed version
 """
@@ -83,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="worker count (default: gilfree.usable_cpus())")
     demo.add_argument("--quick", action="store_true",
                       help="smaller inputs, best of 2 runs (a few seconds)")
+    demo.add_argument("--plot", metavar="PNG", default=None,
+                      help="also write an insights timeline of threads and processes at work "
+                           "(needs matplotlib: pip install gilfree[plot])")
     probe = commands.add_parser(
         "probe", help="measure how much of a call's time it holds the GIL",
         description="Import module:function, call it with the given arguments (Python "
@@ -114,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from gilfree._demo import run_demo
 
         try:
-            return run_demo(workers=args.workers, quick=args.quick)
+            return run_demo(workers=args.workers, quick=args.quick, plot=args.plot)
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             return 130

@@ -214,12 +214,41 @@ def _open_pools(workers: int, out: TextIO) -> dict[str, Any]:
     return pools
 
 
+def plot_timeline(path: str, workers: int, quick: bool, out: TextIO) -> None:
+    """Run the pure-Python and the sha256 workloads on a thread pool, then on a
+    process pool, both with insights on, and draw them on one timeline: the
+    threads take turns on the GIL for pure Python (orange: off CPU) and run
+    sha256 side by side; the processes run both side by side."""
+    prime_items = 8 if quick else 16
+    sha_items = 16 if quick else 32
+    [_random_bytes(k) for k in range(4)]
+    raws = []
+    for backend in ("threads", "processes"):
+        with gilfree.Pool(workers, backend, insights=True) as pool:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", gilfree.PerformanceWarning)
+                pool.map(count_primes, range(prime_items), chunksize=1)
+                pool.map(sha256_task, range(sha_items), chunksize=1)
+        raws.append(pool._insights_raw())
+    insights = gilfree.Insights(raws)
+    try:
+        insights.plot(path, title=(f"{prime_items} x count primes, then {sha_items} x sha256: "
+                                   f"{workers} threads, then {workers} processes"))
+    except ImportError as exc:
+        print(f"(no plot: {exc})", file=out)
+        return
+    print(file=out)
+    print(insights, file=out)
+    print(f"timeline written to {path}", file=out)
+
+
 def run_demo(workers: int | None = None, quick: bool = False, repeat: int | None = None,
-             out: TextIO | None = None) -> int:
+             out: TextIO | None = None, plot: str | None = None) -> int:
     """Print the serial-versus-gilfree table; return 0, or 1 if a result was wrong.
 
     ``workers`` defaults to ``gilfree.usable_cpus()``; ``quick`` shrinks the inputs and
-    takes the best of 2 runs instead of 3 (``repeat`` overrides that).
+    takes the best of 2 runs instead of 3 (``repeat`` overrides that); ``plot`` writes
+    an insights timeline (PNG) of threads and processes on two of the workloads.
     """
     out = sys.stdout if out is None else out
     workers = gilfree.usable_cpus() if workers is None else workers
@@ -296,4 +325,6 @@ def run_demo(workers: int | None = None, quick: bool = False, repeat: int | None
             print(f"  {label:<36}  {decision.backend:<9}  {decision.reason}", file=out)
     for what in wrong:
         print(f"WRONG RESULT: {what} differs from the serial result", file=out)
+    if plot is not None:
+        plot_timeline(plot, workers, quick, out)
     return 1 if wrong else 0

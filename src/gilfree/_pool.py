@@ -16,7 +16,8 @@ import warnings
 import weakref
 from typing import Any, Callable, Iterable, Iterator, List, Optional, TypeVar
 
-from . import _auto, _core, _probe
+from . import _auto, _core, _probe, _progress
+from ._insights import Insights
 from ._auto import Decision, PerformanceWarning
 from ._lifecycle import LIFECYCLE_OPTIONS, NOT_GIVEN, lifecycle_spec
 from ._process import inner_threads_for, limit_inner_threads, process_options
@@ -127,7 +128,10 @@ class Pool(_core.Pool):
         cpu_affinity: Optional[Iterable[Any]] = None,
         init_timeout: Optional[float] = None,
         exit_timeout: Optional[float] = None,
+        insights: bool = False,
     ) -> None:
+        if not isinstance(insights, bool):
+            raise TypeError(f"Pool(): insights must be True or False, got {insights!r}")
         n = workers if isinstance(workers, int) and not isinstance(workers, bool) and workers >= 1 else usable_cpus()
         spec = lifecycle_spec(n, {
             "initializer": initializer, "initargs": initargs, "worker_exit": worker_exit,
@@ -145,7 +149,7 @@ class Pool(_core.Pool):
         proc = process_options(backend, start_method, task_timeout, retries, inner)
         self._inner_limits: Any = None
         if proc is None:
-            super().__init__(workers, backend, _lifecycle=spec)
+            super().__init__(workers, backend, _lifecycle=spec, _insights=insights)
             # Thread workers share the process's BLAS/OpenMP pools: hold
             # the ones loaded to their share while this pool lives (the
             # environment, which other programs inherit, is left alone).
@@ -160,7 +164,7 @@ class Pool(_core.Pool):
                     self._forget()
                     raise
         else:
-            super().__init__(workers, backend, _process=proc, _lifecycle=spec)
+            super().__init__(workers, backend, _process=proc, _lifecycle=spec, _insights=insights)
         self.inner_threads = inner
         self._gil_checked: set = set()
         self._gil_warned = False
@@ -171,15 +175,38 @@ class Pool(_core.Pool):
     # map of each function runs under the GIL probe, and a function that
     # turns out to hold the GIL gets one PerformanceWarning.
 
-    def map(self, func: Callable[[Any], R], iterable: Iterable[Any], chunksize: Optional[int] = None) -> List[R]:
+    def map(self, func: Callable[[Any], R], iterable: Iterable[Any], chunksize: Optional[int] = None, *,
+            progress: _progress.ProgressOption = False) -> List[R]:
+        if progress:
+            return self._blocking_with_progress(_core.Pool.map, func, iterable, chunksize, progress)
         if self._gil_check_due(func):
             return self._checked(_core.Pool.map, func, iterable, chunksize)
         return _core.Pool.map(self, func, iterable, chunksize)
 
-    def starmap(self, func: Callable[..., R], iterable: Iterable[Iterable[Any]], chunksize: Optional[int] = None) -> List[R]:
+    def starmap(self, func: Callable[..., R], iterable: Iterable[Iterable[Any]], chunksize: Optional[int] = None, *,
+                progress: _progress.ProgressOption = False) -> List[R]:
+        if progress:
+            return self._blocking_with_progress(_core.Pool.starmap, func, iterable, chunksize, progress)
         if self._gil_check_due(func):
             return self._checked(_core.Pool.starmap, func, iterable, chunksize)
         return _core.Pool.starmap(self, func, iterable, chunksize)
+
+    def imap(self, func: Callable[[Any], R], iterable: Iterable[Any], chunksize: Optional[int] = None, *,
+             progress: _progress.ProgressOption = False) -> Iterator[R]:
+        it = _core.Pool.imap(self, func, iterable, chunksize)
+        return _with_progress(it, progress, iterable, func)
+
+    def imap_unordered(self, func: Callable[[Any], R], iterable: Iterable[Any], chunksize: Optional[int] = None, *,
+                       progress: _progress.ProgressOption = False) -> Iterator[R]:
+        it = _core.Pool.imap_unordered(self, func, iterable, chunksize)
+        return _with_progress(it, progress, iterable, func)
+
+    def _blocking_with_progress(self, method: Any, func: Any, iterable: Any, chunksize: Any,
+                                progress: _progress.ProgressOption) -> Any:
+        bar = _progress.make_bar(progress, _progress.total_of(iterable), func)
+        if bar is None:
+            return method(self, func, iterable, chunksize)
+        return _progress.run_blocking(lambda cb: method(self, func, iterable, chunksize, _progress=cb), bar)
 
     def _gil_check_due(self, func: Any) -> bool:
         return (
@@ -214,6 +241,13 @@ class Pool(_core.Pool):
             self._gil_warned = True
             _auto.performance_warning(func, probe, items, self.workers)
         return value
+
+    def insights(self) -> Insights:
+        """What the workers did so far (needs ``Pool(insights=True)``): an
+        :class:`Insights` with ``as_dict()``, a table as ``str()`` and
+        ``plot(path)`` for a PNG timeline.  Works during and after the work
+        (also after ``join()``)."""
+        return Insights([self._insights_raw()])
 
     def __enter__(self) -> "Pool":
         return self
@@ -260,6 +294,17 @@ class Pool(_core.Pool):
         raise TypeError(
             "gilfree.Pool objects cannot be pickled or passed to other processes"
         )
+
+
+def _with_progress(it: Any, progress: _progress.ProgressOption, iterable: Any, func: Any) -> Any:
+    if not progress:
+        return it
+    try:
+        bar = _progress.make_bar(progress, _progress.total_of(iterable), func)
+    except BaseException:
+        it.close()
+        raise
+    return it if bar is None else _progress.ProgressIterator(it, bar)
 
 
 def _has_lifecycle(options: dict) -> bool:
@@ -341,17 +386,25 @@ class AutoPool(Pool):
         task_timeout: Optional[float] = None,
         retries: int = 0,
         inner_threads: Optional[int] = None,
+        insights: bool = False,
     ) -> None:
         # Check the process options now, although they only apply if
         # processes are chosen (the fork warning comes when they start).
         process_options("processes", start_method, task_timeout, retries, warn_fork=False)
         self._proc_options = {"start_method": start_method, "task_timeout": task_timeout, "retries": retries,
-                              "inner_threads": inner_threads}
+                              "inner_threads": inner_threads, "insights": insights}
         self._procs: Optional[Pool] = None
         self._known: "dict[int, _Probed]" = {}
         self._small: "dict[int, Any]" = {}
         self._last: Optional[Decision] = None
-        super().__init__(workers, "threads", inner_threads=inner_threads)
+        super().__init__(workers, "threads", inner_threads=inner_threads, insights=insights)
+
+    def insights(self) -> Insights:
+        """Both kinds of workers an auto pool may have used (see Pool.insights)."""
+        raws = [self._insights_raw()]
+        if self._procs is not None:
+            raws.append(self._procs._insights_raw())
+        return Insights(raws)
 
     # -- what was chosen ------------------------------------------------------
 
@@ -399,7 +452,21 @@ class AutoPool(Pool):
 
     # -- map family -------------------------------------------------------------
 
-    def _auto_map(self, method: str, func: Any, iterable: Any, chunksize: Any, star: bool, lazy: bool) -> Any:
+    def _auto_map(self, method: str, func: Any, iterable: Any, chunksize: Any, star: bool, lazy: bool,
+                  progress: _progress.ProgressOption = False) -> Any:
+        if progress and not callable(progress):
+            bar = _progress.make_bar(progress, _progress.total_of(iterable), func)
+            if bar is not None:
+                if lazy:
+                    try:
+                        it = self._auto_map(method, func, iterable, chunksize, star, lazy)
+                    except BaseException:
+                        bar.close()
+                        raise
+                    return _progress.ProgressIterator(it, bar)
+                return _progress.run_blocking(
+                    lambda cb: self._auto_map(method, func, iterable, chunksize, star, lazy, cb), bar)
+        report = progress if callable(progress) else None
         c_method = getattr(_core.Pool, method)
         # The thread pool's own checks first (func, chunksize, closed pool),
         # on an empty input, so that errors read exactly as on any pool.
@@ -451,23 +518,34 @@ class AutoPool(Pool):
         target = self._pool_for(decision)
         run = getattr(target, method) if target is not None else (lambda *a: c_method(self, *a))
         if not lazy:
-            out = run(func, rest, chunksize)
+            if report is not None:
+                # The probed items are done already: count them first.
+                report(len(taken))
+                offset = len(taken)
+                owner = target if target is not None else self
+                out = c_method(owner, func, rest, chunksize, _progress=lambda n: report(offset + n))
+            else:
+                out = run(func, rest, chunksize)
             if results:  # the probed items' results come first
                 out[:0] = results
             return out
         return _AutoIterator(results, error, lambda: run(func, rest, chunksize))
 
-    def map(self, func: Callable[[Any], R], iterable: Iterable[Any], chunksize: Optional[int] = None) -> List[R]:
-        return self._auto_map("map", func, iterable, chunksize, False, False)
+    def map(self, func: Callable[[Any], R], iterable: Iterable[Any], chunksize: Optional[int] = None, *,
+            progress: _progress.ProgressOption = False) -> List[R]:
+        return self._auto_map("map", func, iterable, chunksize, False, False, progress)
 
-    def starmap(self, func: Callable[..., R], iterable: Iterable[Iterable[Any]], chunksize: Optional[int] = None) -> List[R]:
-        return self._auto_map("starmap", func, iterable, chunksize, True, False)
+    def starmap(self, func: Callable[..., R], iterable: Iterable[Iterable[Any]], chunksize: Optional[int] = None, *,
+                progress: _progress.ProgressOption = False) -> List[R]:
+        return self._auto_map("starmap", func, iterable, chunksize, True, False, progress)
 
-    def imap(self, func: Callable[[Any], R], iterable: Iterable[Any], chunksize: Optional[int] = None) -> Iterator[R]:
-        return self._auto_map("imap", func, iterable, chunksize, False, True)
+    def imap(self, func: Callable[[Any], R], iterable: Iterable[Any], chunksize: Optional[int] = None, *,
+             progress: _progress.ProgressOption = False) -> Iterator[R]:
+        return self._auto_map("imap", func, iterable, chunksize, False, True, progress)
 
-    def imap_unordered(self, func: Callable[[Any], R], iterable: Iterable[Any], chunksize: Optional[int] = None) -> Iterator[R]:
-        return self._auto_map("imap_unordered", func, iterable, chunksize, False, True)
+    def imap_unordered(self, func: Callable[[Any], R], iterable: Iterable[Any], chunksize: Optional[int] = None, *,
+                       progress: _progress.ProgressOption = False) -> Iterator[R]:
+        return self._auto_map("imap_unordered", func, iterable, chunksize, False, True, progress)
 
     # -- single calls -------------------------------------------------------------
 
@@ -583,6 +661,7 @@ def map(  # noqa: A001 - mirrors the builtin on purpose
     chunksize: Optional[int] = None,
     workers: Optional[int] = None,
     backend: str = "auto",
+    progress: _progress.ProgressOption = False,
     **options: Any,
 ) -> List[R]:
     """Return ``[func(x) for x in iterable]`` computed by a one-shot Pool.
@@ -594,4 +673,4 @@ def map(  # noqa: A001 - mirrors the builtin on purpose
     [1, 2, 3]
     """
     with Pool(workers, backend, **options) as pool:
-        return pool.map(func, iterable, chunksize)
+        return pool.map(func, iterable, chunksize, progress=progress)

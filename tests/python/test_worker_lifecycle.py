@@ -250,12 +250,16 @@ def test_initializer_failure_is_reported_and_pool_refuses_work(backend):
         err = info.value
         assert "initializer of worker" in str(err) and "initializer says no" in str(err)
         assert err.worker in range(WORKERS)
-        # The user's own exception, with the worker's traceback behind it.
+        # The user's own exception, with the worker's traceback behind it
+        # (processes: as its RemoteTraceback cause), whichever way the
+        # caller learnt of it (the worker's report, or a task it refused).
         cause = err.__cause__
-        if isinstance(cause, gilfree.RemoteTraceback):
-            assert "initializer says no" in str(cause)
-        else:
-            assert isinstance(cause, ValueError)
+        assert isinstance(cause, ValueError) and "initializer says no" in str(cause)
+        if backend == "processes":
+            assert isinstance(cause.__cause__, gilfree.RemoteTraceback)
+            assert "init_fail" in str(cause.__cause__)
+        # Not blamed on the mapped function: it never ran.
+        assert not any("square failed" in n for n in getattr(err, "__notes__", []))
         # Once known, new work is refused at once, with the same story.
         assert gfsupport.wait_until(lambda: _refuses(pool), timeout=10)
         with pytest.raises(gilfree.InitializerError, match="initializer says no"):

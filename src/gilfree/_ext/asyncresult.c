@@ -82,6 +82,10 @@ ar_execute(AsyncResultObject *self)
         res = PyObject_Call(fn, args, kwds);
     }
     gfx_interruptible_end(prev);
+    if (gfx__cur_stats != NULL) {
+        gfx_stats_add(&gfx__cur_stats->tasks, 1);
+        gfx_stats_add(&gfx__cur_stats->chunks, 1);
+    }
     Py_DECREF(fn);
     Py_XDECREF(args);
     Py_XDECREF(kwds);

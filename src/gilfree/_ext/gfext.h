@@ -134,6 +134,66 @@ typedef struct gfx_task {
  * queued, detach. */
 void gfx__task_entry(gf_task_t *t, gf_worker_t *w);
 
+/* ---- insights (insights.c) ---------------------------------------------------- */
+
+/* What a timeline segment shows. */
+enum {
+    GFX_TL_INIT = 1,   /* the initializer */
+    GFX_TL_WORK = 2,   /* calling the function (threads: attached) */
+    GFX_TL_GIL = 3,    /* threads: waiting for the GIL */
+    GFX_TL_DATA = 4,   /* processes: decoding, encoding, sending */
+    GFX_TL_EXIT = 5,   /* the exit function */
+};
+#define GFX_STATS_SEGS 16384u
+#define GFX_STATS_MAGIC 0x6766737461747331ull
+
+typedef struct {
+    _Atomic int64_t start_ns, end_ns;
+    _Atomic uint32_t kind, items;
+    _Atomic uint32_t cpu_permille;  /* share of it on a CPU, or
+                                     * GFX_CPU_UNKNOWN */
+    uint32_t pad;
+} gfx_segrec;
+#define GFX_CPU_UNKNOWN UINT32_MAX
+
+/* One worker life's numbers (ns, monotonic clock).  One writer: that
+ * worker; readers load each field whole (relaxed). */
+typedef struct {
+    uint64_t magic;
+    _Atomic int64_t tasks;      /* calls of the function */
+    _Atomic int64_t chunks;     /* tasks/chunks taken */
+    _Atomic int64_t work_ns;    /* running them */
+    _Atomic int64_t cpu_ns;     /* threads: thread CPU time meanwhile */
+    _Atomic int64_t idle_ns;    /* waiting for work */
+    _Atomic int64_t gil_ns;     /* threads: waiting for the GIL */
+    _Atomic int64_t data_ns;    /* processes: (de)serialising, moving */
+    _Atomic int64_t init_ns, exit_ns;
+    _Atomic int64_t start_ns;   /* the life began */
+    _Atomic int64_t end_ns;     /* ... and ended (0: still on) */
+    int64_t last_ns;            /* writer only: end of its last stretch */
+    _Atomic uint64_t nsegs;     /* segments written; the ring holds the
+                                 * last GFX_STATS_SEGS */
+    gfx_segrec segs[GFX_STATS_SEGS];
+} gfx_wstats;
+
+/* The stats of the worker the calling thread is (NULL: none, or off). */
+extern _Thread_local gfx_wstats *gfx__cur_stats;
+void gfx_stats_init(gfx_wstats *s);
+/* Single writer: a plain read-add-store, atomic only for the readers. */
+static inline void
+gfx_stats_add(_Atomic int64_t *field, int64_t v)
+{
+    atomic_store_explicit(field,
+                          atomic_load_explicit(field, memory_order_relaxed) + v,
+                          memory_order_relaxed);
+}
+/* Record a segment; cpu_ns < 0: not measured. */
+void gfx_stats_seg(gfx_wstats *s, unsigned kind, int64_t start, int64_t end,
+                   int64_t items, int64_t cpu_ns);
+/* The counters and segments as a dict (new ref). */
+PyObject *gfx_stats_snapshot(const gfx_wstats *s);
+int64_t gfx_thread_cpu_ns(void);
+
 /* ---- worker lifecycle (lifecycle.c) ------------------------------------------ */
 
 typedef struct gfx_lc gfx_lc;
@@ -172,6 +232,7 @@ struct gfx_lc {
     PyObject *error;          /* the first InitializerError, or NULL */
     PyObject *exit_error;     /* the first WorkerExitError, or NULL */
     _Atomic int broken;       /* error is set: no call runs any more */
+    int in_worker_process;    /* this is a process worker's own copy */
     _Atomic uint32_t starting;  /* threads: workers still initialising */
     gf_ec_t started_ec;       /* notified as they finish (or break) */
 };
@@ -246,6 +307,8 @@ typedef struct {
     _Atomic int terminated;
     uint32_t nworkers;
     gfx_lc *lc;                  /* worker lifecycle, or NULL; owned */
+    gfx_wstats *stats;           /* insights: nworkers of them, or NULL */
+    int64_t start_ns;            /* when the pool started */
     gfx_worker_slot slots[];
 } gfx_pool_shared;
 
@@ -263,6 +326,7 @@ typedef struct {
      * lives as long as the threads); processes: owned here, the engine's
      * reports land in it. */
     gfx_lc *lc;
+    int insights;                /* Pool(insights=True) */
     gfx_pool_shared *shared;     /* with the worker threads */
     uint32_t nworkers;
     /* enum gfx_pool_state.  Written by the owning threads with the GIL (or
@@ -370,7 +434,8 @@ enum gfx_map_flags {
 };
 
 PyObject *gfx_map(PoolObject *pool, PyObject *fn, PyObject *iterable,
-                  PyObject *chunksize, int flags, const char *method);
+                  PyObject *chunksize, int flags, const char *method,
+                  PyObject *progress);
 void gfx_mapjob_run(gfx_task *task);
 void gfx_mapjob_cancel(gfx_task *task);
 
@@ -405,6 +470,22 @@ typedef int (*gfx_ready_fn)(void *arg);
  * called with and without the GIL, so it may only read atomics.
  * timeout < 0: no limit.  Returns 1 ready, 0 timed out, -1 exception set. */
 int gfx_wait(gf_ec_t *ec, gfx_ready_fn ready, void *arg, double timeout);
+
+/* Progress of a blocking map (progress=): while its caller waits, every
+ * wait slice (and each stretch of results) reports how many items are done
+ * to cb(done), at most every GFX_PROGRESS_NS unless forced.  Set for the
+ * duration of the map on the calling thread, so gfx_wait() finds it. */
+typedef struct gfx_progress {
+    PyObject *cb;
+    int64_t (*count)(void *arg);   /* items done so far; called attached */
+    void *arg;
+    int64_t last_n, last_ns;
+} gfx_progress;
+#define GFX_PROGRESS_NS (50 * 1000 * 1000LL)
+extern _Thread_local gfx_progress *gfx__progress;
+/* Report if the count moved (force: also within GFX_PROGRESS_NS).  0, or
+ * -1 with the callback's exception. */
+int gfx_progress_tick(gfx_progress *p, int force);
 
 /* Take a pthread mutex from a thread that holds the GIL without risking a
  * deadlock with a thread that holds the mutex and waits for the GIL.
@@ -502,12 +583,18 @@ typedef struct {
      * imap dropped): the worker skips a task whose id is here.  A ring of
      * recent ids written by the pool (release), read by the worker. */
     _Atomic uint64_t cancel[GFX_CANCEL_SLOTS];
+    /* Set by the pool before the worker starts: keep the gfx_wstats that
+     * follows the control block (GFX_CTL_STATS). */
+    _Atomic int insights;
 } gfx_ctl;
 /* What cur_task says a worker runs besides tasks (task ids count up from
  * 1): its initializer or its exit function (init/exit_timeout watch). */
 #define GFX_TASK_ID_INIT UINT64_MAX
 #define GFX_TASK_ID_EXIT (UINT64_MAX - 1)
-#define GFX_CTL_SIZE 4096u
+#define GFX_STATS_AREA (((sizeof(gfx_wstats) + 4095u) / 4096u) * 4096u)
+#define GFX_CTL_SIZE ((size_t)4096u + GFX_STATS_AREA)
+#define GFX_CTL_STATS(ctl) ((gfx_wstats *)((char *)(ctl) + 4096u))
+_Static_assert(sizeof(gfx_ctl) <= 4096u, "gfx_ctl must fit in its page");
 #define GFX_CTL_MAGIC 0x67666374726c3031ull
 
 /* ---- process backend: pool side (procpool.c) ------------------------------- */
@@ -520,12 +607,14 @@ typedef struct {
                               * pidfd, pid) -> (pid, process) */
     PyObject *reaper;        /* callable(process, timeout) -> exitcode */
     gfx_lc *lc;              /* worker lifecycle (the pool's), or NULL */
+    int insights;            /* Pool(insights=True) */
 } gfx_proc_options;
 
 int gfx_proc_init(PoolObject *pool, uint32_t nworkers,
                   const gfx_proc_options *opt);
 PyObject *gfx_proc_map(PoolObject *pool, PyObject *fn, PyObject *iterable,
-                       PyObject *chunksize, int flags, const char *method);
+                       PyObject *chunksize, int flags, const char *method,
+                       PyObject *progress);
 PyObject *gfx_proc_apply_async(PoolObject *pool, PyObject *fn, PyObject *args,
                                PyObject *kwds, PyObject *callback,
                                PyObject *error_callback);
@@ -542,6 +631,8 @@ void gfx_proc_free(PoolObject *pool);
 /* From dealloc: terminate if needed and free the engine's memory. */
 void gfx_proc_dealloc(PoolObject *pool);
 PyObject *gfx_proc_pids(PoolObject *pool);
+/* pool._insights_raw() of a process pool. */
+PyObject *gfx_proc_insights(PoolObject *pool);
 /* MapIterator support for process maps. */
 PyObject *gfx_procmap_next(PyObject *job);
 void gfx_procmap_cancel(PyObject *job);

@@ -234,6 +234,13 @@ gfx_lc_error_copy(gfx_lc *lc)
         Py_XDECREF(worker);
         PyObject *cause = PyException_GetCause(err);
         if (cause != NULL) {
+            /* In a worker process the exception will be pickled, which
+             * drops __cause__: carry it as an attribute (the pool puts it
+             * back, see procresult.c). */
+            if (lc->in_worker_process &&
+                PyObject_SetAttrString(exc, "_cause", cause) < 0) {
+                PyErr_Clear();
+            }
             PyException_SetCause(exc, cause);  /* steals */
         }
     }

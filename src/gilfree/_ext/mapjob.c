@@ -246,6 +246,7 @@ direct_run(MapJobObject *job)
     while (!gfx_pool_terminated(job->pool) &&
            gf_chunker_claim(c, &start, &count) == 0) {
         int64_t t0 = gf_now_ns();
+        int64_t cpu0 = gfx__cur_stats ? gfx_thread_cpu_ns() : 0;
         int64_t end = start + count;
         for (int64_t i = start; i < end; i++) {
             /* relaxed: advisory stops; at worst one more item runs. */
@@ -262,7 +263,14 @@ direct_run(MapJobObject *job)
             }
             PyList_SET_ITEM(results, (Py_ssize_t)i, res);
         }
-        gf_chunker_report(c, count, gf_now_ns() - t0);
+        int64_t t1 = gf_now_ns();
+        gf_chunker_report(c, count, t1 - t0);
+        if (gfx__cur_stats != NULL) {
+            gfx_stats_add(&gfx__cur_stats->tasks, count);
+            gfx_stats_add(&gfx__cur_stats->chunks, 1);
+            gfx_stats_seg(gfx__cur_stats, GFX_TL_WORK, t0, t1, count,
+                          gfx_thread_cpu_ns() - cpu0);
+        }
         /* release: our list stores happen-before the caller's acquire load
          * that sees the final count. */
         int64_t done = atomic_fetch_add_explicit(&job->done_items, count,
@@ -449,6 +457,7 @@ stream_step(MapJobObject *job)
 
     if (ch != NULL) {
         int64_t t0 = gf_now_ns();
+        int64_t cpu0 = gfx__cur_stats ? gfx_thread_cpu_ns() : 0;
         int64_t n = ch->count - ch->input_failed;
         int prev = gfx_interruptible_begin();
         for (int64_t i = 0; i < n; i++) {
@@ -466,7 +475,14 @@ stream_step(MapJobObject *job)
             ch->items[i] = res;
         }
         gfx_interruptible_end(prev);
-        gf_chunker_report(job->chunker, n, gf_now_ns() - t0);
+        int64_t t1 = gf_now_ns();
+        gf_chunker_report(job->chunker, n, t1 - t0);
+        if (gfx__cur_stats != NULL) {
+            gfx_stats_add(&gfx__cur_stats->tasks, n);
+            gfx_stats_add(&gfx__cur_stats->chunks, 1);
+            gfx_stats_seg(gfx__cur_stats, GFX_TL_WORK, t0, t1, n,
+                          gfx_thread_cpu_ns() - cpu0);
+        }
         /* release: items and errors are visible to the consumer that sees
          * DONE with acquire. */
         atomic_store_explicit(&ch->state, SLOT_DONE, memory_order_release);
@@ -846,9 +862,23 @@ job_new(PoolObject *pool, PyObject *fn, int flags, const char *method)
     return job;
 }
 
+static int64_t
+direct_count(void *arg)
+{
+    return atomic_load_explicit(&((MapJobObject *)arg)->done_items,
+                                memory_order_relaxed);
+}
+
+static int64_t
+list_count(void *arg)
+{
+    return (int64_t)PyList_GET_SIZE((PyObject *)arg);
+}
+
 PyObject *
 gfx_map(PoolObject *pool, PyObject *fn, PyObject *iterable,
-        PyObject *chunksize_obj, int flags, const char *method)
+        PyObject *chunksize_obj, int flags, const char *method,
+        PyObject *progress)
 {
     if (!PyCallable_Check(fn)) {
         PyErr_Format(PyExc_TypeError,
@@ -924,7 +954,16 @@ gfx_map(PoolObject *pool, PyObject *fn, PyObject *iterable,
         if (own) {
             direct_run(job);  /* nested map: help instead of waiting */
         }
+        gfx_progress prog = {progress, direct_count, job, 0, 0};
+        gfx_progress *prev = gfx__progress;
+        if (progress != NULL) {
+            gfx__progress = &prog;
+        }
         int rc = gfx_wait(&job->ec, direct_ready, job, -1.0);
+        gfx__progress = prev;
+        if (rc == 1 && progress != NULL && gfx_progress_tick(&prog, 1) < 0) {
+            rc = -1;
+        }
         if (rc < 0) {
             job_cancel(job);
             Py_DECREF(job);
@@ -977,9 +1016,17 @@ gfx_map(PoolObject *pool, PyObject *fn, PyObject *iterable,
         Py_DECREF(job);
         return NULL;
     }
+    gfx_progress prog = {progress, list_count, out, 0, 0};
+    gfx_progress *prev = gfx__progress;
+    if (progress != NULL) {
+        gfx__progress = &prog;
+    }
     for (;;) {
         PyObject *item = stream_next(job);
         if (item == NULL) {
+            if (!PyErr_Occurred() && progress != NULL) {
+                (void)gfx_progress_tick(&prog, 1);
+            }
             if (PyErr_Occurred()) {
                 job_cancel(job);
                 Py_CLEAR(out);
@@ -988,12 +1035,16 @@ gfx_map(PoolObject *pool, PyObject *fn, PyObject *iterable,
         }
         int rc = PyList_Append(out, item);
         Py_DECREF(item);
+        if (rc == 0 && progress != NULL) {
+            rc = gfx_progress_tick(&prog, 0);
+        }
         if (rc < 0) {
             job_cancel(job);
             Py_CLEAR(out);
             break;
         }
     }
+    gfx__progress = prev;
     Py_DECREF(job);
     return out;
 }

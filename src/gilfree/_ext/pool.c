@@ -66,6 +66,7 @@ shared_free(gfx_pool_shared *sh)
 {
     if (sh != NULL) {
         gfx_lc_free(sh->lc);
+        PyMem_RawFree(sh->stats);
         PyMem_RawFree(sh);
     }
 }
@@ -145,6 +146,12 @@ worker_on_start(gf_worker_t *w)
      * PyGILState_Ensure() from inside a task find our thread state. */
     PyThreadState *ts = PyThreadState_New(sh->interp);
     *gf_worker_local(w) = ts;
+    gfx_wstats *stats = sh->stats ? &sh->stats[gf_worker_index(w)] : NULL;
+    if (stats != NULL) {
+        int64_t now = gf_now_ns();
+        atomic_store_explicit(&stats->start_ns, now, memory_order_relaxed);
+        stats->last_ns = now;
+    }
     if (sh->lc != NULL) {
         gfx_wctx *wc = &sh->lc->w[gf_worker_index(w)];
         if (ts == NULL || GFX_IS_FINALIZING()) {
@@ -156,9 +163,16 @@ worker_on_start(gf_worker_t *w)
         }
         /* The worker's life starts here: CPU affinity, state,
          * initializer (failures are recorded in the lifecycle). */
+        int64_t t0 = gf_now_ns();
         PyEval_RestoreThread(ts);
         gfx_lc_thread_begin(wc);
         PyEval_SaveThread();
+        if (stats != NULL) {
+            int64_t t1 = gf_now_ns();
+            gfx_stats_add(&stats->init_ns, t1 - t0);
+            gfx_stats_seg(stats, GFX_TL_INIT, t0, t1, 0, -1);
+            stats->last_ns = t1;
+        }
     }
 }
 
@@ -172,11 +186,25 @@ worker_on_stop(gf_worker_t *w)
          * CPython; the process is exiting, so leave the state behind. */
         return;
     }
-    PyEval_RestoreThread(ts);
     gfx_pool_shared *sh = (gfx_pool_shared *)gf_worker_userdata(w);
+    gfx_wstats *stats = sh->stats ? &sh->stats[gf_worker_index(w)] : NULL;
+    int64_t t0 = gf_now_ns();
+    if (stats != NULL) {
+        gfx_stats_add(&stats->idle_ns, t0 - stats->last_ns);
+    }
+    PyEval_RestoreThread(ts);
     if (sh->lc != NULL && !atomic_load(&sh->terminated)) {
         /* join(): the exit function (not after terminate(): stop now). */
         gfx_lc_thread_end(&sh->lc->w[gf_worker_index(w)]);
+        if (stats != NULL) {
+            int64_t t1 = gf_now_ns();
+            gfx_stats_add(&stats->exit_ns, t1 - t0);
+            gfx_stats_seg(stats, GFX_TL_EXIT, t0, t1, 0, -1);
+        }
+    }
+    if (stats != NULL) {
+        atomic_store_explicit(&stats->end_ns, gf_now_ns(),
+                              memory_order_relaxed);
     }
     PyThreadState_Clear(ts);
     PyThreadState_DeleteCurrent();
@@ -222,7 +250,26 @@ gfx__task_entry(gf_task_t *t, gf_worker_t *w)
         *gf_worker_local(w) = ts;
     }
     gfx_pool_shared *sh = (gfx_pool_shared *)gf_worker_userdata(w);
+    gfx_wstats *stats = sh->stats ? &sh->stats[gf_worker_index(w)] : NULL;
+    int64_t t0 = 0, t1 = 0, cpu0 = 0, tasks0 = 0;
+    uint64_t segs0 = 0;
+    if (stats != NULL) {
+        t0 = gf_now_ns();
+    }
     PyEval_RestoreThread(ts);
+    if (stats != NULL) {
+        /* Waiting for work until t0; for the GIL until t1. */
+        t1 = gf_now_ns();
+        gfx_stats_add(&stats->idle_ns, t0 - stats->last_ns);
+        gfx_stats_add(&stats->gil_ns, t1 - t0);
+        if (t1 - t0 >= 20000) {
+            gfx_stats_seg(stats, GFX_TL_GIL, t0, t1, 0, -1);
+        }
+        cpu0 = gfx_thread_cpu_ns();
+        tasks0 = atomic_load_explicit(&stats->tasks, memory_order_relaxed);
+        segs0 = atomic_load_explicit(&stats->nsegs, memory_order_relaxed);
+    }
+    gfx__cur_stats = stats;
     gfx__cur_slot = &sh->slots[gf_worker_index(w)];
     gfx__cur_shared = sh;
     gfx__cur_wctx = sh->lc != NULL ? &sh->lc->w[gf_worker_index(w)] : NULL;
@@ -245,6 +292,21 @@ gfx__task_entry(gf_task_t *t, gf_worker_t *w)
     gfx__cur_slot = NULL;
     gfx__cur_shared = NULL;
     gfx__cur_wctx = NULL;
+    gfx__cur_stats = NULL;
+    if (stats != NULL) {
+        int64_t t2 = gf_now_ns(), cpu = gfx_thread_cpu_ns() - cpu0;
+        gfx_stats_add(&stats->work_ns, t2 - t1);
+        gfx_stats_add(&stats->cpu_ns, cpu);
+        if (atomic_load_explicit(&stats->nsegs, memory_order_relaxed) ==
+            segs0) {
+            /* No map chunk drew itself (apply, submit): one segment. */
+            gfx_stats_seg(stats, GFX_TL_WORK, t1, t2,
+                          atomic_load_explicit(&stats->tasks,
+                                               memory_order_relaxed) - tasks0,
+                          cpu);
+        }
+        stats->last_ns = t2;
+    }
     PyEval_SaveThread();
 }
 
@@ -395,6 +457,10 @@ gfx_submit_run(gfx_task *task)
                         ? gfx_lc_call_tuple(s->lc, s->fn, s->args, s->kwargs)
                         : PyObject_Call(s->fn, s->args, s->kwargs);
     gfx_interruptible_end(prev);
+    if (gfx__cur_stats != NULL) {
+        gfx_stats_add(&gfx__cur_stats->tasks, 1);
+        gfx_stats_add(&gfx__cur_stats->chunks, 1);
+    }
     int rc;
     if (res != NULL) {
         rc = gfx_future_set_result(st, s->future, res);
@@ -535,16 +601,18 @@ Pool_init(PyObject *op, PyObject *args, PyObject *kwargs)
 {
     PoolObject *self = POOL_CAST(op);
     static char *kwlist[] = {"workers", "backend", "_process", "_lifecycle",
-                             NULL};
+                             "_insights", NULL};
     PyObject *workers = Py_None;
     PyObject *backend = NULL;
     PyObject *process = NULL;
     PyObject *lifecycle = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|OO$OO:Pool", kwlist,
+    int insights = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|OO$OOp:Pool", kwlist,
                                      &workers, &backend, &process,
-                                     &lifecycle)) {
+                                     &lifecycle, &insights)) {
         return -1;
     }
+    self->insights = insights;
     if (lifecycle == Py_None) {
         lifecycle = NULL;
     }
@@ -626,6 +694,7 @@ Pool_init(PyObject *op, PyObject *args, PyObject *kwargs)
         self->nworkers = (uint32_t)n;
         self->lc = lc;
         popt.lc = lc;
+        popt.insights = insights;
         if (gfx_proc_init(self, (uint32_t)n, &popt) < 0) {
             PyObject *exc = gfx_fetch_exception();
             if (self->proc != NULL) {
@@ -650,6 +719,18 @@ Pool_init(PyObject *op, PyObject *args, PyObject *kwargs)
     sh->interp = PyInterpreterState_Get();
     sh->nworkers = (uint32_t)n;
     sh->lc = lc;
+    sh->start_ns = gf_now_ns();
+    if (insights) {
+        sh->stats = PyMem_RawCalloc((size_t)n, sizeof(gfx_wstats));
+        if (sh->stats == NULL) {
+            shared_free(sh);
+            PyErr_NoMemory();
+            return -1;
+        }
+        for (long i = 0; i < n; i++) {
+            gfx_stats_init(&sh->stats[i]);
+        }
+    }
     gf_pool_config_t cfg;
     memset(&cfg, 0, sizeof(cfg));
     cfg.nthreads = (uint32_t)n;
@@ -874,6 +955,50 @@ Pool_wait_started(PyObject *op, PyObject *arg)
 }
 
 static PyObject *
+Pool_insights_raw(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    PoolObject *self = POOL_CAST(op);
+    if (self->backend_proc) {
+        return gfx_proc_insights(self);
+    }
+    gfx_pool_shared *sh = self->shared;
+    if (!self->insights || sh == NULL || sh->stats == NULL) {
+        PyErr_SetString(PyExc_ValueError,
+                        self->insights
+                            ? "Pool.insights(): this pool's workers are gone"
+                            : "Pool.insights(): create the pool with "
+                              "insights=True to record them");
+        return NULL;
+    }
+    PyObject *lives = PyList_New(0);
+    if (lives == NULL) {
+        return NULL;
+    }
+    for (uint32_t i = 0; i < sh->nworkers; i++) {
+        PyObject *d = gfx_stats_snapshot(&sh->stats[i]);
+        PyObject *w = d ? PyLong_FromUnsignedLong(i) : NULL;
+        PyObject *tid = w ? PyLong_FromUnsignedLong(
+                                atomic_load(&sh->slots[i].ident)) : NULL;
+        if (tid == NULL || PyDict_SetItemString(d, "worker", w) < 0 ||
+            PyDict_SetItemString(d, "thread", tid) < 0 ||
+            PyList_Append(lives, d) < 0) {
+            Py_XDECREF(d);
+            Py_XDECREF(w);
+            Py_XDECREF(tid);
+            Py_DECREF(lives);
+            return NULL;
+        }
+        Py_DECREF(d);
+        Py_DECREF(w);
+        Py_DECREF(tid);
+    }
+    return Py_BuildValue("{s:s,s:I,s:L,s:L,s:N}", "backend", "threads",
+                         "workers", sh->nworkers, "start_ns",
+                         (long long)sh->start_ns, "now_ns",
+                         (long long)gf_now_ns(), "lives", lives);
+}
+
+static PyObject *
 Pool_abandon(PyObject *op, PyObject *Py_UNUSED(ignored))
 {
     /* Threads whose initializer overran init_timeout: refuse work, cancel
@@ -1004,26 +1129,30 @@ Pool_apply(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
     return res;
 }
 
-static const char *const map_names[] = {"func", "iterable", "chunksize"};
+static const char *const map_names[] = {"func", "iterable", "chunksize",
+                                        "_progress"};
 
 #define MAP_METHOD(NAME, FLAGS, DOC)                                          \
     static PyObject *                                                         \
     Pool_##NAME(PyObject *op, PyObject *const *args, Py_ssize_t nargs,        \
                 PyObject *kwnames)                                            \
     {                                                                         \
-        PyObject *a[3];                                                       \
-        if (gfx_parse_args("Pool." #NAME, args, nargs, kwnames, map_names, 3, \
+        PyObject *a[4];                                                       \
+        if (gfx_parse_args("Pool." #NAME, args, nargs, kwnames, map_names, 4, \
                            2, a) < 0) {                                       \
             return NULL;                                                      \
+        }                                                                     \
+        if (a[3] == Py_None) {                                                \
+            a[3] = NULL;                                                      \
         }                                                                     \
         if (POOL_CAST(op)->backend_proc) {                                    \
             if (gfx_pool_check_usable(POOL_CAST(op), #NAME) < 0) {            \
                 return NULL;                                                  \
             }                                                                 \
             return gfx_proc_map(POOL_CAST(op), a[0], a[1], a[2], (FLAGS),     \
-                                #NAME);                                       \
+                                #NAME, a[3]);                                 \
         }                                                                     \
-        return gfx_map(POOL_CAST(op), a[0], a[1], a[2], (FLAGS), #NAME);      \
+        return gfx_map(POOL_CAST(op), a[0], a[1], a[2], (FLAGS), #NAME, a[3]);\
     }
 
 PyDoc_STRVAR(Pool_map_doc,
@@ -1166,6 +1295,7 @@ static PyMethodDef Pool_methods[] = {
     {"exit_results", Pool_exit_results, METH_NOARGS, Pool_exit_results_doc},
     {"_wait_started", Pool_wait_started, METH_O, NULL},
     {"_abandon", Pool_abandon, METH_NOARGS, NULL},
+    {"_insights_raw", Pool_insights_raw, METH_NOARGS, NULL},
     {NULL, NULL, 0, NULL},
 };
 

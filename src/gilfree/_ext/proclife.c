@@ -73,7 +73,9 @@ record_failure(gfx_engine *e, gfx_life *l, PyObject *payload, int exit_fn)
     }
     if (cause != NULL && tb != NULL && PyUnicode_Check(tb)) {
         /* The worker's traceback as the cause's __cause__, as for tasks. */
-        gfx_decorate_remote(e->st, cause, NULL, -1, tb, (long)l->pid);
+        gfx_decorate_remote(e->st, cause,
+                            exit_fn ? lc->worker_exit : lc->initializer, -1,
+                            tb, (long)l->pid);
     }
     PyObject *err = gfx_lc_error_new(lc, exit_fn, l->slot, cause,
                                      cause ? NULL : "failed");
@@ -199,4 +201,55 @@ gfx_pp_life_death(gfx_engine *e, uint32_t slot, gfx_pslot *s)
     }
     Py_DECREF(err);
     return init;
+}
+
+/* ---- insights ------------------------------------------------------------------ */
+
+PyObject *
+gfx_pp_insights(gfx_engine *e, PoolObject *pool)
+{
+    (void)pool;
+    PyObject *lives = e->ins_lives ? PyList_GetSlice(e->ins_lives, 0,
+                                                     PY_SSIZE_T_MAX)
+                                   : PyList_New(0);
+    if (lives == NULL) {
+        return NULL;
+    }
+    /* Lives still going on: read their numbers where they write them. */
+    eng_lock(e);
+    uint32_t n = e->n;
+    eng_unlock(e);
+    for (uint32_t i = 0; i < n; i++) {
+        gfx_pslot *s = &e->slots[i];
+        if (s->state != SLOT_LIVE || s->ctl == NULL) {
+            continue;
+        }
+        PyObject *d = gfx_stats_snapshot(GFX_CTL_STATS(s->ctl));
+        if (d == NULL) {
+            Py_DECREF(lives);
+            return NULL;
+        }
+        PyObject *v;
+        int bad = 0;
+#define PUT(key, expr)                                                     \
+        v = (expr);                                                        \
+        bad |= v == NULL || PyDict_SetItemString(d, key, v) < 0;           \
+        Py_XDECREF(v);
+        PUT("pid", PyLong_FromLong((long)s->pid));
+        PUT("worker", PyLong_FromUnsignedLong(i));
+        PUT("startup_ns", PyLong_FromLongLong((long long)s->startup_ns));
+#undef PUT
+        if (bad || PyList_Append(lives, d) < 0) {
+            Py_DECREF(d);
+            Py_DECREF(lives);
+            return NULL;
+        }
+        Py_DECREF(d);
+    }
+    return Py_BuildValue(
+        "{s:s,s:I,s:L,s:L,s:N,s:{s:L,s:L}}", "backend", "processes",
+        "workers", pool->nworkers, "start_ns", (long long)e->start_ns,
+        "now_ns", (long long)gf_now_ns(), "lives", lives, "caller",
+        "encode_ns", (long long)atomic_load(&e->ins_encode_ns), "decode_ns",
+        (long long)atomic_load(&e->ins_decode_ns));
 }

@@ -275,7 +275,9 @@ job_fill(ProcMapObject *j)
             Py_DECREF(items);
             return -1;
         }
-        gfx_ptask *t = job_encode(j, j->next_in, count, items);
+        gfx_ptask *t;
+        GFX_TIMED(j->e, ins_encode_ns,
+                  t = job_encode(j, j->next_in, count, items));
         Py_XDECREF(items);
         if (t == NULL) {
             return -1;
@@ -322,7 +324,9 @@ job_split_crashed(ProcMapObject *j, gfx_ptask *t)
         if (items == NULL && !j->is_range) {
             return -1;
         }
-        gfx_ptask *nt = job_encode(j, s0, s1 - s0, items);
+        gfx_ptask *nt;
+        GFX_TIMED(j->e, ins_encode_ns,
+                  nt = job_encode(j, s0, s1 - s0, items));
         Py_XDECREF(items);
         if (nt == NULL) {
             return -1;
@@ -565,7 +569,8 @@ job_next(ProcMapObject *j)
             }
             continue;
         }
-        int rc = job_load(j, t);
+        int rc;
+        GFX_TIMED(j->e, ins_decode_ns, rc = job_load(j, t));
         gfx_pp_ptask_free(j->e, t);
         if (rc < 0) {
             return NULL;
@@ -663,9 +668,17 @@ PyType_Spec gfx_procmap_spec = {
     .slots = ProcMap_slots,
 };
 
+static int64_t
+sink_count(void *arg)
+{
+    return atomic_load_explicit(&((gfx_sink *)arg)->items_done,
+                                memory_order_relaxed);
+}
+
 PyObject *
 gfx_proc_map(PoolObject *pool, PyObject *fn, PyObject *iterable,
-             PyObject *chunksize, int flags, const char *method)
+             PyObject *chunksize, int flags, const char *method,
+             PyObject *progress)
 {
     gfx_engine *e = pool->proc;
     gfx_state *st = e->st;
@@ -790,6 +803,11 @@ gfx_proc_map(PoolObject *pool, PyObject *fn, PyObject *iterable,
         Py_DECREF(j);
         return NULL;
     }
+    gfx_progress prog = {progress, sink_count, j->sink, 0, 0};
+    gfx_progress *prev = gfx__progress;
+    if (progress != NULL) {
+        gfx__progress = &prog;
+    }
     for (;;) {
         if (first_err == NULL && job_fill(j) < 0) {
             /* Not picklable, or the input raised: stop and report it. */
@@ -804,6 +822,7 @@ gfx_proc_map(PoolObject *pool, PyObject *fn, PyObject *iterable,
             }
             if (job_receive(j, 1) < 0) {
                 /* Ctrl-C: abandon the job. */
+                gfx__progress = prev;
                 job_cancel(j);
                 Py_XDECREF(first_err);
                 Py_DECREF(out);
@@ -816,7 +835,8 @@ gfx_proc_map(PoolObject *pool, PyObject *fn, PyObject *iterable,
             gfx_pp_ptask_free(e, t);  /* draining after an error */
             continue;
         }
-        int rc = job_load(j, t);
+        int rc;
+        GFX_TIMED(j->e, ins_decode_ns, rc = job_load(j, t));
         gfx_pp_ptask_free(e, t);
         if (rc < 0) {
             first_err = gfx_fetch_exception();
@@ -851,6 +871,11 @@ gfx_proc_map(PoolObject *pool, PyObject *fn, PyObject *iterable,
             job_cancel_pending(j);
         }
         Py_CLEAR(j->cur);
+    }
+    gfx__progress = prev;
+    if (first_err == NULL && progress != NULL &&
+        gfx_progress_tick(&prog, 1) < 0) {
+        first_err = gfx_fetch_exception();
     }
     job_cancel(j);
     Py_DECREF(j);

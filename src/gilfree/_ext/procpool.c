@@ -471,6 +471,10 @@ deliver_locked(gfx_engine *e, gfx_ptask *t)
             e->garbage = t;
             return;
         }
+        if (t->outcome == OUT_DONE) {
+            atomic_fetch_add_explicit(&s->items_done, t->count,
+                                      memory_order_relaxed);
+        }
         pthread_mutex_lock(&s->lock);
         if (s->tail) {
             s->tail->next = t;
@@ -578,6 +582,7 @@ consume_frame(gfx_engine *e, gfx_pslot *s, gf_ring_frame_t *f)
     }
     if (msg.kind == GF_MSG_HELLO) {
         gf_ring_release(s->rx);
+        s->startup_ns = gf_now_ns() - s->start_req_ns;
         s->hello = 1;
         e->startup_failures = 0;
         return 0;
@@ -708,7 +713,25 @@ on_exit_cb(void *userdata, uint64_t tag, const gf_exit_t *status)
 static void
 slot_release(gfx_engine *e, gfx_pslot *s, int reap)
 {
-    (void)e;
+    if (e->insights && e->ins_lives != NULL && s->ctl != NULL && s->pid > 0) {
+        /* Keep what this worker life did. */
+        PyObject *d = gfx_stats_snapshot(GFX_CTL_STATS(s->ctl));
+        PyObject *pid = PyLong_FromLong((long)s->pid);
+        PyObject *worker = PyLong_FromLong((long)(s - e->slots));
+        PyObject *up = PyLong_FromLongLong((long long)s->startup_ns);
+        if (d == NULL || pid == NULL || worker == NULL || up == NULL ||
+            PyDict_SetItemString(d, "pid", pid) < 0 ||
+            PyDict_SetItemString(d, "worker", worker) < 0 ||
+            PyDict_SetItemString(d, "startup_ns", up) < 0 ||
+            PyList_Append(e->ins_lives, d) < 0) {
+            PyErr_WriteUnraisable(NULL);
+        }
+        Py_XDECREF(d);
+        Py_XDECREF(pid);
+        Py_XDECREF(worker);
+        Py_XDECREF(up);
+        s->pid = 0;  /* recorded: a failed restart must not record it again */
+    }
     if (s->process != NULL && reap && e->reaper != NULL) {
         PyObject *r = PyObject_CallFunction(e->reaper, "Od", s->process, 2.0);
         if (r == NULL) {
@@ -764,6 +787,12 @@ slot_start(gfx_engine *e, uint32_t i)
         return -1;
     }
     s->sock = sv[0];
+    s->start_req_ns = gf_now_ns();
+    s->startup_ns = 0;
+    if (e->insights) {
+        gfx_stats_init(GFX_CTL_STATS(s->ctl));
+        atomic_store(&s->ctl->insights, 1);
+    }
     s->sent_items = 0;
     s->retiring = s->stop_sent = 0;
     s->life_death = s->life_timed_out = 0;
@@ -1083,6 +1112,8 @@ gfx_proc_init(PoolObject *pool, uint32_t nworkers, const gfx_proc_options *opt)
     e->children = opt->start_method_fork;
     e->starter = Py_NewRef(opt->starter);
     e->reaper = Py_XNewRef(opt->reaper);
+    e->insights = opt->insights;
+    e->start_ns = gf_now_ns();
     e->lc = opt->lc;
     if (e->lc != NULL) {
         e->init_timeout_ns = (int64_t)(e->lc->init_timeout * 1e9);
@@ -1094,6 +1125,9 @@ gfx_proc_init(PoolObject *pool, uint32_t nworkers, const gfx_proc_options *opt)
     pool->proc = e;
     if (e->slots == NULL || e->replace == NULL || e->segs == NULL) {
         PyErr_NoMemory();
+        return -1;
+    }
+    if (e->insights && (e->ins_lives = PyList_New(0)) == NULL) {
         return -1;
     }
     for (uint32_t i = 0; i < nworkers; i++) {
@@ -1253,6 +1287,7 @@ gfx_proc_dealloc(PoolObject *pool)
     gfx_engine *e = pool->proc_retired;
     pool->proc_retired = NULL;
     if (e != NULL) {
+        Py_CLEAR(e->ins_lives);
         PyMem_RawFree(e->slots);
         PyMem_RawFree(e->replace);
         pthread_mutex_destroy(&e->lock);
@@ -1482,7 +1517,8 @@ proc_call(PoolObject *pool, int kind, PyObject *fn, PyObject *args,
                                                : "submit") < 0) {
         return NULL;
     }
-    gfx_ptask *t = make_apply_task(e, kind, fn, args, kwds);
+    gfx_ptask *t;
+    GFX_TIMED(e, ins_encode_ns, t = make_apply_task(e, kind, fn, args, kwds));
     if (t == NULL) {
         return NULL;
     }
@@ -1577,3 +1613,16 @@ gfx_proc_abandon(PoolObject *pool, PyObject *ar)
 }
 
 
+
+PyObject *
+gfx_proc_insights(PoolObject *pool)
+{
+    gfx_engine *e = pool->proc != NULL ? pool->proc : pool->proc_retired;
+    if (e == NULL || !e->insights) {
+        PyErr_SetString(PyExc_ValueError,
+                        "Pool.insights(): create the pool with "
+                        "insights=True to record them");
+        return NULL;
+    }
+    return gfx_pp_insights(e, pool);
+}

@@ -81,6 +81,7 @@ struct gfx_sink {
     pthread_mutex_t lock;
     gfx_ptask *head, *tail;      /* done chunks, lock */
     _Atomic int ndone;
+    _Atomic int64_t items_done;  /* items of completed chunks (progress) */
     _Atomic int cancelled;       /* nobody will consume: garbage */
     gf_ec_t ec;
 };
@@ -114,6 +115,8 @@ typedef struct {
     int life_death;              /* LIFE_DEATH_*: set at its death (lock),
                                   * handled with the GIL */
     int life_timed_out;          /* ... killed for init/exit_timeout */
+    int64_t start_req_ns;        /* insights: asked to start at */
+    int64_t startup_ns;          /* ... and said HELLO this much later */
 } gfx_pslot;
 
 struct gfx_engine {
@@ -162,6 +165,11 @@ struct gfx_engine {
     int has_setup;
     gfx_life *life_head, *life_tail;
     int64_t init_timeout_ns, exit_timeout_ns;
+    /* Insights (Pool(insights=True)). */
+    int insights;
+    int64_t start_ns;            /* the pool started */
+    PyObject *ins_lives;         /* snapshots of ended worker lives (GIL) */
+    _Atomic int64_t ins_encode_ns, ins_decode_ns;  /* in the callers */
 };
 
 static inline void
@@ -175,6 +183,20 @@ eng_unlock(gfx_engine *e)
 {
     pthread_mutex_unlock(&e->lock);
 }
+
+/* Insights: time the caller spends encoding tasks / decoding results. */
+#define GFX_TIMED(e, field, stmt)                                          \
+    do {                                                                   \
+        int64_t gfx_t0_ = (e)->insights ? gf_now_ns() : 0;                 \
+        stmt;                                                              \
+        if ((e)->insights) {                                               \
+            atomic_fetch_add_explicit(&(e)->field, gf_now_ns() - gfx_t0_,  \
+                                      memory_order_relaxed);               \
+        }                                                                  \
+    } while (0)
+
+/* Insights of a process pool (GIL): the dict pool._insights_raw() returns. */
+PyObject *gfx_pp_insights(gfx_engine *e, PoolObject *pool);
 
 /* proclife.c: the worker lifecycle, pool side.  Encode the SETUP message
  * (GIL): 0 or -1 with an exception. */

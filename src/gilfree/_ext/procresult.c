@@ -223,6 +223,27 @@ gfx_pp_entry_exception(gfx_engine *e, gfx_ptask *t, PyObject *entry, PyObject *f
         return NULL;
     }
     *index = t->index0 + off;
+    if (PyObject_TypeCheck(exc, (PyTypeObject *)e->st->InitializerError) &&
+        PyObject_HasAttrString(exc, "_cause")) {
+        /* The worker's initializer had failed, so this input never ran:
+         * the error is the initializer's, with its own exception as the
+         * cause (a pickled exception loses __cause__, so the worker sent
+         * it along as _cause). */
+        PyObject *cause = PyObject_GetAttrString(exc, "_cause");
+        if (cause != NULL && PyExceptionInstance_Check(cause)) {
+            gfx_decorate_remote(e->st, cause,
+                                e->lc ? e->lc->initializer : NULL, -1,
+                                PyUnicode_Check(tb) ? tb : NULL,
+                                (long)t->pid);
+            PyException_SetCause(exc, Py_NewRef(cause));
+        }
+        Py_XDECREF(cause);
+        if (PyObject_DelAttrString(exc, "_cause") < 0) {
+            PyErr_Clear();
+        }
+        PyErr_Clear();
+        return Py_NewRef(exc);
+    }
     gfx_decorate_remote(e->st, exc, fn, t->kind == PT_MAP ? *index : -1,
                         PyUnicode_Check(tb) ? tb : NULL, (long)t->pid);
     return Py_NewRef(exc);
@@ -237,7 +258,9 @@ gfx_pp_settle_one(gfx_engine *e, gfx_ptask *t)
     PyObject *errors, *failure, *value = NULL;
     int64_t fidx;
     int ok = 0;
-    PyObject *res = gfx_pp_ptask_results(e, t, fn, &errors, &failure, &fidx);
+    PyObject *res;
+    GFX_TIMED(e, ins_decode_ns,
+              res = gfx_pp_ptask_results(e, t, fn, &errors, &failure, &fidx));
     if (res != NULL) {
         if (errors != NULL && PyList_GET_SIZE(errors) > 0) {
             int64_t idx;

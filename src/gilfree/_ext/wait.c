@@ -19,6 +19,28 @@
  * hand-off is ~0.06 us, a futex round trip ~30 us on these VMs. */
 #define GFX_WAIT_SPIN_NS (20 * 1000LL)
 
+_Thread_local gfx_progress *gfx__progress;
+
+int
+gfx_progress_tick(gfx_progress *p, int force)
+{
+    int64_t n = p->count(p->arg);
+    int64_t now = gf_now_ns();
+    if (n == p->last_n || (!force && now - p->last_ns < GFX_PROGRESS_NS)) {
+        return 0;
+    }
+    p->last_n = n;
+    p->last_ns = now;
+    PyObject *v = PyLong_FromLongLong((long long)n);
+    PyObject *r = v ? PyObject_CallOneArg(p->cb, v) : NULL;
+    Py_XDECREF(v);
+    if (r == NULL) {
+        return -1;
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
 int
 gfx_wait(gf_ec_t *ec, gfx_ready_fn ready, void *arg, double timeout)
 {
@@ -89,6 +111,10 @@ gfx_wait(gf_ec_t *ec, gfx_ready_fn ready, void *arg, double timeout)
          * another thread and only set CPython's flag). */
         (void)interrupted;
         if (PyErr_CheckSignals() < 0) {
+            result = -1;
+            break;
+        }
+        if (gfx__progress != NULL && gfx_progress_tick(gfx__progress, 0) < 0) {
             result = -1;
             break;
         }

@@ -37,6 +37,7 @@ typedef struct {
     gfx_segcache *segs;
     int slot;
     gfx_lc *lc;           /* from SETUP, or NULL */
+    gfx_wstats *stats;    /* insights (in the channel memory), or NULL */
 } worker;
 
 /* Send a message (and its descriptors); 0, or -1 when the pool has gone
@@ -214,6 +215,7 @@ run_task(worker *w, const gf_msg_t *msg, int *fds)
     }
     atomic_store_explicit(&w->ctl->cur_index, index0, memory_order_relaxed);
     atomic_store_explicit(&w->ctl->cur_task, id, memory_order_release);
+    int64_t ins_a = w->stats ? gf_now_ns() : 0;
 
     PyObject *fn = NULL;
     PyObject *key = PyLong_FromUnsignedLongLong(msg->head.aux);
@@ -226,6 +228,11 @@ run_task(worker *w, const gf_msg_t *msg, int *fds)
     PyObject *results = PyList_New(0), *errors = NULL;
     int64_t first_error = -1;
     int64_t t0 = gf_now_ns();
+    int64_t cpu0 = w->stats ? gfx_thread_cpu_ns() : 0;
+    if (w->stats != NULL) {
+        gfx_stats_add(&w->stats->data_ns, t0 - ins_a);
+        gfx_stats_seg(w->stats, GFX_TL_DATA, ins_a, t0, 0, -1);
+    }
     if (results == NULL || found < 0 || items == NULL || found == 0 ||
         PyExceptionInstance_Check(fn)) {
         /* The task cannot run: report why, against its first input. */
@@ -348,6 +355,17 @@ run_task(worker *w, const gf_msg_t *msg, int *fds)
         }
     }
     int64_t compute_ns = gf_now_ns() - t0;
+    if (w->stats != NULL) {
+        /* Counted before the result leaves: whoever has the result sees
+         * the call counted. */
+        int64_t cpu_ns = gfx_thread_cpu_ns() - cpu0;
+        uint32_t n = msg->head.count;
+        gfx_stats_add(&w->stats->work_ns, compute_ns);
+        gfx_stats_add(&w->stats->cpu_ns, cpu_ns);
+        gfx_stats_add(&w->stats->tasks, n);
+        gfx_stats_add(&w->stats->chunks, 1);
+        gfx_stats_seg(w->stats, GFX_TL_WORK, t0, t0 + compute_ns, n, cpu_ns);
+    }
     Py_XDECREF(items);
     Py_XDECREF(fn);
 
@@ -366,14 +384,28 @@ run_task(worker *w, const gf_msg_t *msg, int *fds)
         PyErr_Print();
         return -1;
     }
-    return send_msg(w, &m);
+    rc = send_msg(w, &m);
+    if (w->stats != NULL) {
+        int64_t t1 = t0 + compute_ns, t2 = gf_now_ns();
+        gfx_stats_add(&w->stats->data_ns, t2 - t1);
+        gfx_stats_seg(w->stats, GFX_TL_DATA, t1, t2, 0, -1);
+        w->stats->last_ns = t2;
+    }
+    return rc;
 }
 
 static int
 handle_func(worker *w, const gf_msg_t *msg, int *fds)
 {
+    int64_t t0 = w->stats ? gf_now_ns() : 0;
     PyObject *fn = gfx_decode(w->st, msg, fds, msg->head.nbufs);
     gf_ring_release(w->rx);
+    if (w->stats != NULL) {
+        int64_t t1 = gf_now_ns();
+        gfx_stats_add(&w->stats->data_ns, t1 - t0);
+        gfx_stats_seg(w->stats, GFX_TL_DATA, t0, t1, 0, -1);
+        w->stats->last_ns = t1;
+    }
     if (fn == NULL) {
         /* Remember why: tasks using it report this error. */
         fn = gfx_fetch_exception();
@@ -483,6 +515,7 @@ handle_setup(worker *w, const gf_msg_t *msg, int *fds)
     /* Recycling is the pool's business: it stops sending to this worker
      * when its budget is spent. */
     w->lc->max_tasks = 0;
+    w->lc->in_worker_process = 1;
     gfx_wctx *wc = &w->lc->w[0];
     gfx__cur_wctx = wc;
     atomic_store_explicit(&w->ctl->cur_start_ns, gf_now_ns(),
@@ -492,6 +525,11 @@ handle_setup(worker *w, const gf_msg_t *msg, int *fds)
     int64_t t0 = gf_now_ns();
     int ok = gfx_lc_apply_affinity(wc) == 0 && gfx_lc_start(wc) == 0;
     int64_t took = gf_now_ns() - t0;
+    if (w->stats != NULL) {
+        gfx_stats_add(&w->stats->init_ns, took);
+        gfx_stats_seg(w->stats, GFX_TL_INIT, t0, t0 + took, 0, -1);
+        w->stats->last_ns = t0 + took;
+    }
     atomic_store_explicit(&w->ctl->cur_start_ns, 0, memory_order_relaxed);
     atomic_store_explicit(&w->ctl->cur_task, 0, memory_order_release);
     if (ok) {
@@ -534,6 +572,11 @@ run_exit(worker *w)
     int64_t t0 = gf_now_ns();
     int rc = gfx_lc_finish(&w->lc->w[0], &value);
     int64_t took = gf_now_ns() - t0;
+    if (w->stats != NULL) {
+        gfx_stats_add(&w->stats->exit_ns, took);
+        gfx_stats_seg(w->stats, GFX_TL_EXIT, t0, t0 + took, 0, -1);
+        w->stats->last_ns = t0 + took;
+    }
     atomic_store_explicit(&w->ctl->cur_start_ns, 0, memory_order_relaxed);
     atomic_store_explicit(&w->ctl->cur_task, 0, memory_order_release);
     if (rc == 0) {
@@ -553,9 +596,15 @@ worker_loop(worker *w)
     for (;;) {
         gf_ring_frame_t f;
         int rc;
+        int64_t idle0 = w->stats ? gf_now_ns() : 0;
         Py_BEGIN_ALLOW_THREADS
         rc = gf_ring_peek(w->rx, &f, 100 * 1000000LL);
         Py_END_ALLOW_THREADS
+        if (w->stats != NULL) {
+            int64_t now = gf_now_ns();
+            gfx_stats_add(&w->stats->idle_ns, now - idle0);
+            w->stats->last_ns = now;
+        }
         if (rc == GF_ETIMEDOUT) {
             continue;
         }
@@ -672,6 +721,13 @@ gfx_worker_main(PyObject *module, PyObject *args)
     }
     w.ctl = (gfx_ctl *)w.mem.addr;
     w.doorbell = (gf_ec_t *)w.poolmem.addr;
+    if (atomic_load(&w.ctl->insights) &&
+        GFX_CTL_STATS(w.ctl)->magic == GFX_STATS_MAGIC) {
+        w.stats = GFX_CTL_STATS(w.ctl);
+        int64_t now = gf_now_ns();
+        atomic_store_explicit(&w.stats->start_ns, now, memory_order_relaxed);
+        w.stats->last_ns = now;
+    }
     size_t half = (w.mem.size - GFX_CTL_SIZE) / 2;
     char *base = (char *)w.mem.addr + GFX_CTL_SIZE;
     rc = gf_ring_attach(base, half, &w.rx);
@@ -710,6 +766,10 @@ gfx_worker_main(PyObject *module, PyObject *args)
         result = Py_NewRef(Py_None);
     }
 done:
+    if (w.stats != NULL) {
+        atomic_store_explicit(&w.stats->end_ns, gf_now_ns(),
+                              memory_order_relaxed);
+    }
     gfx__cur_wctx = NULL;
     gfx_lc_free(w.lc);
     gfx_segcache_use(NULL);
