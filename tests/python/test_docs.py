@@ -48,3 +48,33 @@ def test_docstring_examples(name, doc):
     runner.run(test)
     result = runner.summarize(verbose=False)
     assert result.failed == 0, f"{result.failed} example(s) failed in {name}"
+
+
+def _readme_block(marker: str) -> str:
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    blocks = text.split("```python\n")[1:]
+    for block in blocks:
+        code = block.split("```", 1)[0]
+        if marker in code:
+            return code
+    raise AssertionError(f"no README example with {marker!r}")
+
+
+@pytest.mark.timeout(120)
+def test_readme_worker_lifecycle_example(tmp_path):
+    """The README's lifecycle/progress/insights example runs as written."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("matplotlib")
+    script = tmp_path / "example.py"
+    script.write_text(_readme_block("load_model"))
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=100)
+    assert proc.returncode == 0, proc.stderr
+    assert "gilfree insights: processes pool" in proc.stdout
+    assert "'done'" in proc.stdout
+    assert (tmp_path / "timeline.png").stat().st_size > 10_000
+    assert "100/100" in proc.stderr   # the progress bar's last line
