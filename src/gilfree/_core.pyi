@@ -75,10 +75,12 @@ class Pool:
         *,
         _process: Optional[Tuple[bool, float, int, Callable[..., Any], Callable[..., Any]]] = None,
         _lifecycle: Optional[Tuple[Any, ...]] = None,
+        _insights: bool = False,
     ) -> None: ...
     def exit_results(self) -> List[Any]: ...
     def _wait_started(self, timeout: Optional[float], /) -> None: ...
     def _abandon(self) -> None: ...
+    def _insights_raw(self) -> dict[str, Any]: ...
     @property
     def workers(self) -> int: ...
     @property
@@ -90,13 +92,18 @@ class Pool:
     @property
     def _alive_threads(self) -> int: ...
     def map(
-        self, func: Callable[[_T], _R], iterable: Iterable[_T], chunksize: Optional[int] = None
+        self,
+        func: Callable[[_T], _R],
+        iterable: Iterable[_T],
+        chunksize: Optional[int] = None,
+        _progress: Optional[Callable[[int], Any]] = None,
     ) -> List[_R]: ...
     def starmap(
         self,
         func: Callable[..., _R],
         iterable: Iterable[Iterable[Any]],
         chunksize: Optional[int] = None,
+        _progress: Optional[Callable[[int], Any]] = None,
     ) -> List[_R]: ...
     def imap(
         self, func: Callable[[_T], _R], iterable: Iterable[_T], chunksize: Optional[int] = None

@@ -158,3 +158,18 @@ gfx_raise_failure(gfx_state *st, PyObject *exc, PyObject *fn,
     }
     gfx_restore_exception(exc);
 }
+
+void
+gfx_chain_cause(PyObject *why)
+{
+    PyObject *exc = gfx_fetch_exception();
+    if (exc == NULL) {
+        Py_XDECREF(why);
+        return;
+    }
+    if (why != NULL) {
+        PyException_SetCause(exc, why);  /* steals */
+    }
+    gfx_restore_exception(exc);
+    Py_DECREF(exc);
+}

@@ -454,6 +454,10 @@ PyObject *gfx_fetch_task_exception(gfx_state *st);
 void gfx_raise_failure(gfx_state *st, PyObject *exc, PyObject *fn,
                        Py_ssize_t index, int decorate);
 
+/* The exception being raised gets `why` (stolen; may be NULL) as its
+ * __cause__: "cannot send X: <why>" errors keep the pickling error. */
+void gfx_chain_cause(PyObject *why);
+
 /* traceback.format_exception(exc) joined into one str, or NULL. */
 PyObject *gfx_format_traceback(gfx_state *st, PyObject *exc);
 

@@ -34,12 +34,7 @@ gfx_pp_life_setup(gfx_engine *e)
                      "Pool(): cannot send the worker lifecycle (initializer, "
                      "initargs, worker_exit, shared) to worker processes: %S",
                      why ? why : Py_None);
-        PyObject *exc = gfx_fetch_exception();
-        if (why != NULL) {
-            PyException_SetCause(exc, why);
-        }
-        gfx_restore_exception(exc);
-        Py_DECREF(exc);
+        gfx_chain_cause(why);
         return -1;
     }
     e->has_setup = 1;

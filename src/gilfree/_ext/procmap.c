@@ -126,12 +126,7 @@ job_encode(ProcMapObject *j, int64_t start, int64_t count, PyObject *items)
                              (long long)start, (long long)(start + count - 1),
                              why ? why : Py_None);
             }
-            PyObject *exc = gfx_fetch_exception();
-            if (why != NULL) {
-                PyException_SetCause(exc, why);
-            }
-            gfx_restore_exception(exc);
-            Py_DECREF(exc);
+            gfx_chain_cause(why);
         }
     }
     if (rc < 0) {

@@ -160,12 +160,7 @@ gfx_pp_fn_get(gfx_engine *e, PyObject *fn)
                      "process: %S", name ? name : Py_None,
                      Py_TYPE(fn)->tp_name, why ? why : Py_None);
         Py_XDECREF(name);
-        if (why != NULL) {
-            PyObject *exc = gfx_fetch_exception();
-            PyException_SetCause(exc, why);
-            gfx_restore_exception(exc);
-            Py_DECREF(exc);
-        }
+        gfx_chain_cause(why);
         return NULL;
     }
     fe->id = id;
@@ -1492,12 +1487,7 @@ make_apply_task(gfx_engine *e, int kind, PyObject *fn, PyObject *args,
                      "cannot send the arguments of %S to a worker process: "
                      "%S", name ? name : Py_None, why ? why : Py_None);
         Py_XDECREF(name);
-        PyObject *exc = gfx_fetch_exception();
-        if (why != NULL) {
-            PyException_SetCause(exc, why);
-        }
-        gfx_restore_exception(exc);
-        Py_DECREF(exc);
+        gfx_chain_cause(why);
     }
     Py_DECREF(one);
     if (rc < 0) {

@@ -177,12 +177,7 @@ gfx_pp_ptask_results(gfx_engine *e, gfx_ptask *t, PyObject *fn, PyObject **error
                          "cannot rebuild the result received from worker "
                          "process %ld: %S", (long)t->pid, why ? why : Py_None);
         }
-        if (why != NULL) {
-            PyObject *exc = gfx_fetch_exception();
-            PyException_SetCause(exc, why);
-            gfx_restore_exception(exc);
-            Py_DECREF(exc);
-        }
+        gfx_chain_cause(why);
         return NULL;
     }
     unsigned status = msg.head.flags & ~GF_MSG_FLAG_EXT;
