@@ -396,6 +396,8 @@ class AutoPool(Pool):
         self._procs: Optional[Pool] = None
         self._known: "dict[int, _Probed]" = {}
         self._small: "dict[int, Any]" = {}
+        self._probing: "dict[int, Any]" = {}   # functions with a measured call in flight
+        self._probing_lock = threading.Lock()
         self._last: Optional[Decision] = None
         super().__init__(workers, "threads", inner_threads=inner_threads, insights=insights)
 
@@ -560,11 +562,30 @@ class AutoPool(Pool):
         target = self._single_target(func)
         if target is not None:
             return target.apply_async(func, args, kwds, callback, error_callback)
-        if self._known.get(id(func)) is None and callable(func):
+        if self._probe_due(func):
             # Unknown function: run it on a thread, measured there; the
             # next call goes where the measurement says.
             return _core.Pool.apply_async(self, _ProbedCall(self, func), args, kwds, callback, error_callback)
         return _core.Pool.apply_async(self, func, args, kwds, callback, error_callback)
+
+    def _probe_due(self, func: Any) -> bool:
+        """Whether this single call of an unknown function is the one to
+        measure: one at a time per function (a burst of calls submitted
+        before the first is measured runs plainly on threads meanwhile)."""
+        if self._known.get(id(func)) is not None or not callable(func):
+            return False
+        with self._probing_lock:
+            if self._probing.get(id(func)) is func:
+                return False
+            if len(self._probing) >= 64:
+                self._probing.pop(next(iter(self._probing)))
+            self._probing[id(func)] = func
+        return True
+
+    def _probed(self, func: Any) -> None:
+        with self._probing_lock:
+            if self._probing.get(id(func)) is func:
+                del self._probing[id(func)]
 
     def apply(self, func: Callable[..., R], args: Iterable[Any] = (), kwds: Optional[dict] = None) -> R:
         return self.apply_async(func, args, kwds).get()
@@ -573,7 +594,7 @@ class AutoPool(Pool):
         target = self._single_target(fn)
         if target is not None:
             return target.submit(fn, *args, **kwargs)
-        if self._known.get(id(fn)) is None and callable(fn):
+        if self._probe_due(fn):
             return _core.Pool.submit(self, _ProbedCall(self, fn), *args, **kwargs)
         return _core.Pool.submit(self, fn, *args, **kwargs)
 
@@ -611,10 +632,24 @@ class _ProbedCall:
         self.__qualname__ = _probe._describe(fn)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        ok, value, probe = _probe._measure(self.fn, args, kwargs)
-        pool = self.pool()
+        try:
+            ok, value, probe = _probe._measure(self.fn, args, kwargs)
+        finally:
+            pool = self.pool()
+            if pool is not None:
+                pool._probed(self.fn)
         if pool is not None and pool._known.get(id(self.fn)) is None:
-            pool._remember(self.fn, _auto.decide(self.fn, probe, 1, None, pool._procs is not None))
+            decision = _auto.decide(self.fn, probe, 1, None, pool._procs is not None)
+            if not decision.remember and not probe.confident:
+                # A call too short to measure: its next calls would be too,
+                # and probing each (a sampler thread per call) would cost far
+                # more than the calls.  Threads, remembered; a map of it
+                # measures it again on a whole input.
+                decision = _auto.Decision(
+                    decision.function, "threads",
+                    f"a call takes ~{probe.wall_time * 1e6:.0f} us, too little to measure; "
+                    "threads send nothing", probe, 1, probe.wall_time)
+            pool._remember(self.fn, decision)
         if not ok:
             raise value
         return value

@@ -232,3 +232,24 @@ def test_no_warning_when_another_thread_keeps_the_gil_busy():
         with gilfree.Pool(2) as pool:
             assert pool.map(nap, range(6)) == list(range(6))
             assert pool.backend == "threads", pool.decision
+
+
+def test_short_single_calls_are_measured_once(monkeypatch):
+    """A burst of apply_async/submit of a function too short to measure: one
+    call is measured (a sampler thread per call would cost far more than the
+    calls), the others run plainly on threads, and the decision sticks."""
+    calls = []
+    real = _probe._measure
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(_probe, "_measure", counting)
+    with gilfree.Pool(2) as pool:
+        results = [pool.apply_async(abs, (-i,)) for i in range(300)]
+        assert [r.get(10) for r in results] == list(range(300))
+        assert pool.submit(abs, -5).result(10) == 5
+        assert pool.decision is not None and pool.decision.backend == "threads"
+        assert "too little to measure" in pool.decision.reason
+    assert len(calls) == 1
