@@ -14,9 +14,9 @@ import threading
 import traceback
 import warnings
 import weakref
-from typing import Any, Callable, Iterable, Iterator, List, Optional, TypeVar
+from typing import Any, AsyncIterator, Callable, Iterable, Iterator, List, Optional, TypeVar
 
-from . import _auto, _core, _probe, _progress
+from . import _asyncio, _auto, _core, _probe, _progress
 from ._insights import Insights
 from ._auto import Decision, PerformanceWarning
 from ._lifecycle import LIFECYCLE_OPTIONS, NOT_GIVEN, lifecycle_spec
@@ -241,6 +241,48 @@ class Pool(_core.Pool):
             self._gil_warned = True
             _auto.performance_warning(func, probe, items, self.workers)
         return value
+
+    # -- asyncio -------------------------------------------------------------------
+
+    async def amap(self, func: Callable[[Any], R], iterable: Iterable[Any], chunksize: Optional[int] = None) -> List[R]:
+        """``map`` for asyncio: awaiting never blocks the event loop;
+        cancelling the await cancels the work not yet started.
+
+        >>> import asyncio, gilfree
+        >>> async def main():
+        ...     with gilfree.Pool(2, "threads") as pool:
+        ...         return await pool.amap(abs, [-1, -2, 3])
+        >>> asyncio.run(main())
+        [1, 2, 3]
+        """
+        return await _asyncio.amap(self, func, iterable, chunksize)
+
+    def aimap(self, func: Callable[[Any], R], iterable: Iterable[Any], chunksize: Optional[int] = None, *,
+              ordered: bool = True) -> AsyncIterator[R]:
+        """``imap`` (``ordered=False``: ``imap_unordered``) as an async
+        iterator; leaving the ``async for`` early cancels the rest.
+
+        >>> import asyncio, gilfree
+        >>> async def main():
+        ...     with gilfree.Pool(2, "threads") as pool:
+        ...         return [x async for x in pool.aimap(str, range(3))]
+        >>> asyncio.run(main())
+        ['0', '1', '2']
+        """
+        return _asyncio.aimap(self, func, iterable, chunksize, ordered=ordered)
+
+    async def aapply(self, func: Callable[..., R], /, *args: Any, **kwargs: Any) -> R:
+        """``func(*args, **kwargs)`` on a worker, awaited (through ``submit``
+        and :func:`asyncio.wrap_future`).
+
+        >>> import asyncio, gilfree
+        >>> async def main():
+        ...     with gilfree.Pool(2, "threads") as pool:
+        ...         return await pool.aapply(divmod, 7, 2)
+        >>> asyncio.run(main())
+        (3, 1)
+        """
+        return await _asyncio.aapply(self, func, *args, **kwargs)
 
     def insights(self) -> Insights:
         """What the workers did so far (needs ``Pool(insights=True)``): an

@@ -48,7 +48,10 @@ typedef struct {
 static int
 sink_ready(void *arg)
 {
-    return atomic_load(&((gfx_sink *)arg)->ndone) > 0;
+    /* Cancelled too: close() from another thread (an asyncio consumer)
+     * must wake a next() waiting here. */
+    gfx_sink *s = arg;
+    return atomic_load(&s->ndone) > 0 || atomic_load(&s->cancelled);
 }
 
 /* Encode items [start, start+count) as a task.  `items` is a list of
@@ -497,6 +500,7 @@ job_cancel(ProcMapObject *j)
         return;
     }
     atomic_store(&j->sink->cancelled, 1);
+    gf_ec_notify_all(&j->sink->ec);
     job_cancel_pending(j);
     /* What has arrived already: free it now. */
     pthread_mutex_lock(&j->sink->lock);
