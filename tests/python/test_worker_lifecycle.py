@@ -352,3 +352,37 @@ def test_calls_outside_the_workers_are_refused():
     assert first == 1
     with pytest.raises(RuntimeError, match="runs its functions only on its own workers"):
         list(it)
+
+
+SCRIPT_GLOBALS = '''
+import gilfree
+VALUE = "unset"
+
+def init(v):
+    global VALUE
+    VALUE = v
+
+def get(_):
+    return VALUE
+
+if __name__ == "__main__":
+    for method in ("forkserver", "spawn"):
+        with gilfree.Pool(1, "processes", start_method=method, initializer=init, initargs=("set",)) as pool:
+            print(method, pool.map(get, [0])[0], pool.map(lambda x: x + 1, [1])[0])
+'''
+
+
+def test_script_functions_share_the_initializers_globals(tmp_path):
+    """The stdlib idiom: an initializer sets a global of the main script that
+    the task function reads.  Functions of a script go by name (the workers
+    import the script), so both see the same module; a lambda still goes by
+    value."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "prog.py"
+    script.write_text(SCRIPT_GLOBALS)
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[:2] == ["forkserver set 2", "spawn set 2"]

@@ -109,6 +109,38 @@ send_control(gfx_pslot *s, uint32_t kind, uint64_t id)
 
 /* ---- the function table ----------------------------------------------------------- */
 
+/* 1 if fn is reachable as __main__.<its qualname> and __main__ is a script
+ * file (so a worker that imports the script finds the same function). */
+static int
+main_function_by_name(PyObject *fn)
+{
+    PyObject *main = PyImport_ImportModule("__main__");
+    if (main == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    int ok = 0;
+    PyObject *file = PyObject_GetAttrString(main, "__file__");
+    PyObject *qual = file ? PyObject_GetAttrString(fn, "__qualname__") : NULL;
+    PyObject *parts = qual && PyUnicode_Check(qual)
+                          ? PyObject_CallMethod(qual, "split", "s", ".") : NULL;
+    if (parts != NULL && PyList_Check(parts)) {
+        PyObject *obj = Py_NewRef(main);
+        for (Py_ssize_t i = 0; obj != NULL && i < PyList_GET_SIZE(parts); i++) {
+            /* "<locals>" / "<lambda>" parts are not attributes: no. */
+            Py_SETREF(obj, PyObject_GetAttr(obj, PyList_GET_ITEM(parts, i)));
+        }
+        ok = obj == fn;
+        Py_XDECREF(obj);
+    }
+    PyErr_Clear();
+    Py_XDECREF(parts);
+    Py_XDECREF(qual);
+    Py_XDECREF(file);
+    Py_DECREF(main);
+    return ok;
+}
+
 /* The entry for fn, encoding it on first use, pinned for one task.  With
  * the GIL; takes the engine lock. */
 gfx_fnent *
@@ -131,8 +163,11 @@ gfx_pp_fn_get(gfx_engine *e, PyObject *fn)
         PyErr_NoMemory();
         return NULL;
     }
-    /* Functions of __main__ cannot be imported by name in a worker that
-     * did not run the main script: send them by value. */
+    /* A function of __main__ goes by name when the main module is a script
+     * the workers import too (multiprocessing runs it in spawn/forkserver
+     * workers; fork inherits it), so that it shares that module's globals
+     * with the initializer, as with the stdlib; otherwise (a REPL, python
+     * -c, a notebook, a nested function) by value, with cloudpickle. */
     int flags = 0;
     PyObject *mod = PyObject_GetAttrString(fn, "__module__");
     if (mod == NULL) {
@@ -140,7 +175,8 @@ gfx_pp_fn_get(gfx_engine *e, PyObject *fn)
     }
     else {
         if (PyUnicode_Check(mod) &&
-            PyUnicode_CompareWithASCIIString(mod, "__main__") == 0) {
+            PyUnicode_CompareWithASCIIString(mod, "__main__") == 0 &&
+            !main_function_by_name(fn)) {
             flags |= GFX_ENC_CLOUD;
         }
         Py_DECREF(mod);
