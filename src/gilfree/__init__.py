@@ -26,6 +26,7 @@ from ._core import (
     WorkerDiedError,
     WorkerExitError,
 )
+from ._executor import Executor
 from ._insights import Insights
 from ._pool import Decision, PerformanceWarning, Pool, map, usable_cpus
 from ._probe import Probe, probe
@@ -35,6 +36,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AsyncResult",
     "Decision",
+    "Executor",
     "InitializerError",
     "Insights",
     "MapIterator",
