@@ -131,6 +131,13 @@ class Executor(cf.Executor):
     * ``submit``/``map`` after shutdown raise ``RuntimeError`` even for a
       ``map`` over empty iterables.
 
+    Cancellation is the standard library's: a call can be cancelled until it
+    starts.  On processes a call counts as started when it is sent to a
+    worker, which holds a few milliseconds of calls ahead of the one it runs
+    -- one call, when calls are long or their cost is not known yet (like
+    the call queue of ``ProcessPoolExecutor``): its future then reports
+    ``running()``, ``cancel()`` returns False, and it completes.
+
     >>> import gilfree
     >>> with gilfree.Executor(2, backend="threads") as ex:
     ...     future = ex.submit(pow, 2, 10)

@@ -321,6 +321,50 @@ gfx_future_set_running(gfx_state *st, PyObject *fut)
 }
 
 int
+gfx_future_ensure_running(gfx_state *st, PyObject *fut)
+{
+    PyObject *dict = get_dict(fut);
+    if (dict == NULL) {
+        return -1;
+    }
+    int has_cond;
+    PyObject *state = read_state(st, fut, dict, &has_cond);
+    Py_DECREF(dict);
+    if (state == NULL) {
+        return -1;
+    }
+    int running = PyObject_RichCompareBool(state, st->RUNNING, Py_EQ);
+    int finished = running == 0
+                       ? PyObject_RichCompareBool(state, st->FINISHED, Py_EQ)
+                       : 0;
+    Py_DECREF(state);
+    if (running != 0 || finished < 0) {
+        return running != 0 ? running : -1;
+    }
+    if (finished) {
+        return 0;  /* done already: nothing to start */
+    }
+    /* PENDING, or cancelled (set_running_or_notify_cancel notifies). */
+    return gfx_future_set_running(st, fut);
+}
+
+int
+gfx_future_bind_pool(gfx_state *st, PyObject *fut, PyObject *pool)
+{
+    if (st->LazyFuture_Type == NULL ||
+        !PyObject_TypeCheck(fut, st->LazyFuture_Type)) {
+        return 0;  /* stock futures: cancel() cannot reach the pool */
+    }
+    PyObject *ref = PyWeakref_NewRef(pool, NULL);
+    if (ref == NULL) {
+        return -1;
+    }
+    int rc = PyObject_SetAttr(fut, st->k_gf_pool, ref);
+    Py_DECREF(ref);
+    return rc;
+}
+
+int
 gfx_future_set_result(gfx_state *st, PyObject *fut, PyObject *res)
 {
     int r = fast_transition(st, fut, st->RUNNING, st->FINISHED, st->k_result,
@@ -354,7 +398,110 @@ static PyGetSetDef LF_getset[] = {
     {NULL},
 };
 
+PyDoc_STRVAR(LF_cancel_doc,
+"cancel($self, /)\n--\n\n"
+"Cancel the call if it has not started (as concurrent.futures.Future).\n\n"
+"On a process pool a call counts as started once it has been sent to a\n"
+"worker: the future then turns RUNNING and cancel() returns False.");
+
+static PyObject *
+LF_cancel(PyObject *self, PyObject *Py_UNUSED(ignored))
+{
+    gfx_state *st = gfx_state_from_type(Py_TYPE(self));
+    PyObject *dict = get_dict(self);
+    if (dict == NULL) {
+        return NULL;
+    }
+    PyObject *ref = NULL;
+    int bound = gfx_dict_get_ref(dict, st->k_gf_pool, &ref);
+    Py_DECREF(dict);
+    if (bound < 0) {
+        return NULL;
+    }
+    if (bound) {
+        /* A weak reference: calling it gives the pool (or None). */
+        PyObject *pool = PyObject_CallNoArgs(ref);
+        Py_DECREF(ref);
+        if (pool == NULL) {
+            return NULL;
+        }
+        int withdrawn = 0;
+        if (pool != Py_None) {
+            withdrawn = gfx_proc_withdraw_future((PoolObject *)pool, self);
+        }
+        Py_DECREF(pool);
+        if (withdrawn < 0) {
+            return NULL;
+        }
+        if (!withdrawn) {
+            /* Sent to a worker (or done): it runs to the end.  Say so, as
+             * a ProcessPoolExecutor says so of its call queue. */
+            if (gfx_future_ensure_running(st, self) < 0) {
+                return NULL;
+            }
+            PyObject *ok = PyObject_CallOneArg(st->base_cancel, self);
+            return ok;   /* False: RUNNING or FINISHED (or True if the
+                          * user had cancelled it already) */
+        }
+    }
+    return PyObject_CallOneArg(st->base_cancel, self);
+}
+
+PyDoc_STRVAR(LF_running_doc,
+"running($self, /)\n--\n\n"
+"True if the call is running (on a process pool: sent to a worker).");
+
+static PyObject *
+LF_running(PyObject *self, PyObject *Py_UNUSED(ignored))
+{
+    gfx_state *st = gfx_state_from_type(Py_TYPE(self));
+    PyObject *dict = get_dict(self);
+    if (dict == NULL) {
+        return NULL;
+    }
+    PyObject *ref = NULL;
+    int bound = gfx_dict_get_ref(dict, st->k_gf_pool, &ref);
+    int has_cond;
+    PyObject *state = bound >= 0 ? read_state(st, self, dict, &has_cond) : NULL;
+    Py_DECREF(dict);
+    if (state == NULL) {
+        Py_XDECREF(ref);
+        return NULL;
+    }
+    int pending = PyObject_RichCompareBool(state, st->PENDING, Py_EQ);
+    int running = pending == 0
+                      ? PyObject_RichCompareBool(state, st->RUNNING, Py_EQ) : 0;
+    Py_DECREF(state);
+    if (pending < 0 || running < 0) {
+        Py_XDECREF(ref);
+        return NULL;
+    }
+    if (pending && bound) {
+        /* Still queued in the pool, or sent to a worker already? */
+        PyObject *pool = PyObject_CallNoArgs(ref);
+        int queued = pool == NULL ? -1
+                     : pool == Py_None ? 0
+                     : gfx_proc_future_queued((PoolObject *)pool, self);
+        Py_XDECREF(pool);
+        if (queued < 0) {
+            Py_DECREF(ref);
+            return NULL;
+        }
+        if (!queued) {
+            running = gfx_future_ensure_running(st, self);
+            if (running < 0) {
+                Py_DECREF(ref);
+                return NULL;
+            }
+        }
+    }
+    Py_XDECREF(ref);
+    return PyBool_FromLong(running > 0);
+}
+
 static PyMethodDef LF_methods[] = {
+    {"cancel", LF_cancel, METH_NOARGS, LF_cancel_doc},
+    {"running", LF_running, METH_NOARGS, LF_running_doc},
     {"result", (PyCFunction)(void (*)(void))LF_result,
      METH_FASTCALL | METH_KEYWORDS, LF_result_doc},
     {"done", LF_done, METH_NOARGS, LF_done_doc},
@@ -450,8 +597,11 @@ gfx_future_init(PyObject *module, gfx_state *st)
     Py_DECREF(threading);
     st->base_result = PyObject_GetAttrString(st->Future_Type, "result");
     st->base_exception = PyObject_GetAttrString(st->Future_Type, "exception");
+    st->base_cancel = PyObject_GetAttrString(st->Future_Type, "cancel");
+    st->k_gf_pool = PyUnicode_InternFromString("_gf_pool");
     if (!st->PENDING || !st->RUNNING || !st->FINISHED || !st->Condition ||
-        !st->base_result || !st->base_exception) {
+        !st->base_result || !st->base_exception || !st->base_cancel ||
+        !st->k_gf_pool) {
         return -1;
     }
     /* Identity checks below need the interned state strings. */
@@ -487,6 +637,8 @@ gfx_future_traverse(gfx_state *st, visitproc visit, void *arg)
     Py_VISIT(st->Condition);
     Py_VISIT(st->base_result);
     Py_VISIT(st->base_exception);
+    Py_VISIT(st->base_cancel);
+    Py_VISIT(st->k_gf_pool);
     return 0;
 }
 
@@ -497,6 +649,8 @@ gfx_future_clear(gfx_state *st)
     Py_CLEAR(st->Condition);
     Py_CLEAR(st->base_result);
     Py_CLEAR(st->base_exception);
+    Py_CLEAR(st->base_cancel);
+    Py_CLEAR(st->k_gf_pool);
     Py_CLEAR(st->k_condition);
     Py_CLEAR(st->k_gf_condition);
     Py_CLEAR(st->k_state);

@@ -54,6 +54,9 @@ typedef struct {
     PyObject *Condition;            /* threading.Condition */
     PyObject *base_result;          /* concurrent.futures.Future.result */
     PyObject *base_exception;       /* concurrent.futures.Future.exception */
+    PyObject *base_cancel;          /* concurrent.futures.Future.cancel */
+    PyObject *k_gf_pool;            /* "_gf_pool": a process submit's pool
+                                     * (a weak reference) */
     PyObject *k_condition, *k_gf_condition, *k_state, *k_result,
              *k_exception, *k_waiters, *k_done_callbacks;
     PyObject *PENDING, *RUNNING, *FINISHED;
@@ -416,6 +419,18 @@ void gfx_future_clear(gfx_state *st);
 PyObject *gfx_future_new(gfx_state *st);
 /* 1: run it; 0: it was cancelled; -1: error. */
 int gfx_future_set_running(gfx_state *st, PyObject *fut);
+/* Like gfx_future_set_running, but a future already RUNNING (cancel()
+ * found its call under way) is fine: 1. */
+int gfx_future_ensure_running(gfx_state *st, PyObject *fut);
+/* Process backend: the future of a submit() is bound to its pool, so that
+ * cancel() can withdraw the call if it has not been sent. */
+int gfx_future_bind_pool(gfx_state *st, PyObject *fut, PyObject *pool);
+/* cancel() of a process submit: 1 if the call was withdrawn before it was
+ * sent (the future may be cancelled), 0 if not (sent, running or done), -1
+ * with an exception. */
+int gfx_proc_withdraw_future(PoolObject *pool, PyObject *fut);
+/* 1 if that call is still in the pool's queue (not sent), else 0. */
+int gfx_proc_future_queued(PoolObject *pool, PyObject *fut);
 /* Complete it (steals nothing).  0 or -1 with an exception. */
 int gfx_future_set_result(gfx_state *st, PyObject *fut, PyObject *res);
 int gfx_future_set_exception(gfx_state *st, PyObject *fut, PyObject *exc);

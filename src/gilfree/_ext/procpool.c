@@ -291,9 +291,12 @@ slot_accepts(gfx_engine *e, gfx_pslot *s)
     if (s->nfifo < 2) {
         return 1;
     }
+    /* Until a result tells what an item costs, one call ahead per worker:
+     * long calls must not queue up behind each other (cancellation and
+     * balance), and short ones bring the first measurement quickly. */
     int64_t avg = atomic_load_explicit(&e->avg_item_ns, memory_order_relaxed);
     if (avg <= 0) {
-        avg = 1000;
+        return 0;
     }
     return s->nfifo < MAX_FIFO && s->queued_items * avg < QUEUED_WORK_NS;
 }
@@ -1556,6 +1559,12 @@ proc_call(PoolObject *pool, int kind, PyObject *fn, PyObject *args,
         return NULL;
     }
     t->owner = Py_NewRef(owner);
+    if (kind == PT_SUBMIT &&
+        gfx_future_bind_pool(e->st, owner, (PyObject *)pool) < 0) {
+        gfx_pp_ptask_free(e, t);
+        Py_DECREF(owner);
+        return NULL;
+    }
     gfx_pp_submit(e, t);
     return owner;
 }
@@ -1576,11 +1585,12 @@ gfx_proc_submit(PoolObject *pool, PyObject *fn, PyObject *args,
     return proc_call(pool, PT_SUBMIT, fn, args, kwds, NULL, NULL);
 }
 
-gfx_ptask *
-gfx_pp_withdraw(gfx_engine *e, gfx_pp_match match, const void *arg)
+/* Take the matching tasks out of the pending queue (never sent).  Engine
+ * lock held. */
+static gfx_ptask *
+withdraw_pending_locked(gfx_engine *e, gfx_pp_match match, const void *arg)
 {
     gfx_ptask *drop = NULL, **tail = &drop;
-    eng_lock(e);
     gfx_ptask **pp = &e->pend_head, *last = NULL;
     while (*pp != NULL) {
         gfx_ptask *t = *pp;
@@ -1601,6 +1611,14 @@ gfx_pp_withdraw(gfx_engine *e, gfx_pp_match match, const void *arg)
     if (e->outstanding == 0) {
         gf_ec_notify_all(&e->idle_ec);
     }
+    return drop;
+}
+
+gfx_ptask *
+gfx_pp_withdraw(gfx_engine *e, gfx_pp_match match, const void *arg)
+{
+    eng_lock(e);
+    gfx_ptask *drop = withdraw_pending_locked(e, match, arg);
     /* Sent but maybe not started: the worker skips them. */
     for (uint32_t i = 0; i < e->n; i++) {
         gfx_pslot *s = &e->slots[i];
@@ -1618,6 +1636,44 @@ static int
 owned_by(const gfx_ptask *t, const void *owner)
 {
     return t->owner == owner;
+}
+
+int
+gfx_proc_future_queued(PoolObject *pool, PyObject *fut)
+{
+    gfx_engine *e = pool->proc;
+    if (e == NULL || e->pool_pid != getpid()) {
+        return 0;
+    }
+    int found = 0;
+    eng_lock(e);
+    for (gfx_ptask *t = e->pend_head; t != NULL && !found; t = t->next) {
+        found = t->owner == fut;
+    }
+    eng_unlock(e);
+    return found;
+}
+
+int
+gfx_proc_withdraw_future(PoolObject *pool, PyObject *fut)
+{
+    gfx_engine *e = pool->proc;
+    if (e == NULL || e->pool_pid != getpid()) {
+        return 0;
+    }
+    eng_lock(e);
+    gfx_ptask *t = withdraw_pending_locked(e, owned_by, fut);
+    eng_unlock(e);
+    int n = 0;
+    while (t != NULL) {
+        /* Never sent: nothing will settle it; the caller cancels the
+         * future itself. */
+        gfx_ptask *next = t->next;
+        gfx_pp_ptask_free(e, t);
+        t = next;
+        n++;
+    }
+    return n > 0;
 }
 
 void

@@ -289,7 +289,8 @@ gfx_pp_settle_one(gfx_engine *e, gfx_ptask *t)
         gfx_asyncresult_finish(t->owner, value, ok);
     }
     else {
-        int run = gfx_future_set_running(st, t->owner);
+        /* RUNNING already if cancel() found it sent. */
+        int run = gfx_future_ensure_running(st, t->owner);
         int rc = 0;
         if (run > 0) {
             rc = ok ? gfx_future_set_result(st, t->owner, value)

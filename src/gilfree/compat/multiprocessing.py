@@ -34,9 +34,11 @@ The work is dispatched by :class:`gilfree.Pool` with
   ``processes=gilfree.usable_cpus()`` for it.)
 * ``context``: the workers are started with ``context.get_start_method()``.
   Without a context, the start method set with
-  :func:`multiprocessing.set_start_method` if the program set one, else
-  gilfree's default (``"forkserver"`` on Linux, where the standard library
-  of Python < 3.14 forks).
+  :func:`multiprocessing.set_start_method` (``"spawn"`` or
+  ``"forkserver"``), else gilfree's default (``"forkserver"`` on Linux,
+  where the standard library of Python < 3.14 forks).  A global ``"fork"``
+  is not followed -- Python < 3.14 reports it also when nothing was chosen
+  -- so forking needs ``context=multiprocessing.get_context("fork")``.
 * ``maxtasksperchild`` is gilfree's ``max_tasks_per_worker``; ``initializer``
   and ``initargs`` are gilfree's.
 * Functions of the main script (the task functions and the initializer) are
@@ -145,7 +147,10 @@ def _default_processes() -> int:
 
 def _start_method(context: Any) -> Optional[str]:
     if context is None:
-        return _mp.get_start_method(allow_none=True)
+        # Python < 3.14 reports "fork" both when the program chose it and
+        # once anything asked for the default: only a context asks for fork.
+        method = _mp.get_start_method(allow_none=True)
+        return None if method == "fork" else method
     try:
         return context.get_start_method(allow_none=True)
     except TypeError:  # a context-like object without allow_none
