@@ -404,27 +404,38 @@ PyDoc_STRVAR(LF_cancel_doc,
 "On a process pool a call counts as started once it has been sent to a\n"
 "worker: the future then turns RUNNING and cancel() returns False.");
 
-static PyObject *
-LF_cancel(PyObject *self, PyObject *Py_UNUSED(ignored))
+/* The process pool a submit() future is bound to: 1 with *pool (new ref;
+ * None once the pool is gone), 0 if unbound (threads), -1 on error. */
+static int
+bound_pool(gfx_state *st, PyObject *self, PyObject **pool)
 {
-    gfx_state *st = gfx_state_from_type(Py_TYPE(self));
+    *pool = NULL;
     PyObject *dict = get_dict(self);
     if (dict == NULL) {
-        return NULL;
+        return -1;
     }
     PyObject *ref = NULL;
     int bound = gfx_dict_get_ref(dict, st->k_gf_pool, &ref);
     Py_DECREF(dict);
+    if (bound <= 0) {
+        return bound;
+    }
+    /* A weak reference: calling it gives the pool (or None). */
+    *pool = PyObject_CallNoArgs(ref);
+    Py_DECREF(ref);
+    return *pool != NULL ? 1 : -1;
+}
+
+static PyObject *
+LF_cancel(PyObject *self, PyObject *Py_UNUSED(ignored))
+{
+    gfx_state *st = gfx_state_from_type(Py_TYPE(self));
+    PyObject *pool;
+    int bound = bound_pool(st, self, &pool);
     if (bound < 0) {
         return NULL;
     }
     if (bound) {
-        /* A weak reference: calling it gives the pool (or None). */
-        PyObject *pool = PyObject_CallNoArgs(ref);
-        Py_DECREF(ref);
-        if (pool == NULL) {
-            return NULL;
-        }
         int withdrawn = 0;
         if (pool != Py_None) {
             withdrawn = gfx_proc_withdraw_future((PoolObject *)pool, self);
@@ -459,13 +470,10 @@ LF_running(PyObject *self, PyObject *Py_UNUSED(ignored))
     if (dict == NULL) {
         return NULL;
     }
-    PyObject *ref = NULL;
-    int bound = gfx_dict_get_ref(dict, st->k_gf_pool, &ref);
     int has_cond;
-    PyObject *state = bound >= 0 ? read_state(st, self, dict, &has_cond) : NULL;
+    PyObject *state = read_state(st, self, dict, &has_cond);
     Py_DECREF(dict);
     if (state == NULL) {
-        Py_XDECREF(ref);
         return NULL;
     }
     int pending = PyObject_RichCompareBool(state, st->PENDING, Py_EQ);
@@ -473,29 +481,25 @@ LF_running(PyObject *self, PyObject *Py_UNUSED(ignored))
                       ? PyObject_RichCompareBool(state, st->RUNNING, Py_EQ) : 0;
     Py_DECREF(state);
     if (pending < 0 || running < 0) {
-        Py_XDECREF(ref);
         return NULL;
     }
-    if (pending && bound) {
+    PyObject *pool = NULL;
+    int bound = pending ? bound_pool(st, self, &pool) : 0;
+    if (bound < 0) {
+        return NULL;
+    }
+    if (bound) {
         /* Still queued in the pool, or sent to a worker already? */
-        PyObject *pool = PyObject_CallNoArgs(ref);
-        int queued = pool == NULL ? -1
-                     : pool == Py_None ? 0
-                     : gfx_proc_future_queued((PoolObject *)pool, self);
-        Py_XDECREF(pool);
-        if (queued < 0) {
-            Py_DECREF(ref);
-            return NULL;
-        }
+        int queued = pool == Py_None
+                         ? 0 : gfx_proc_future_queued((PoolObject *)pool, self);
+        Py_DECREF(pool);
         if (!queued) {
             running = gfx_future_ensure_running(st, self);
             if (running < 0) {
-                Py_DECREF(ref);
                 return NULL;
             }
         }
     }
-    Py_XDECREF(ref);
     return PyBool_FromLong(running > 0);
 }
 
