@@ -136,6 +136,28 @@ read_state(gfx_state *st, PyObject *self, PyObject *dict, int *has_cond)
     return state;
 }
 
+/* Which of PENDING / RUNNING the future's state is (compared by value:
+ * identity is only an optimisation elsewhere).  0, or -1 on error. */
+static int
+state_is(gfx_state *st, PyObject *self, int *pending, int *running)
+{
+    PyObject *dict = get_dict(self);
+    if (dict == NULL) {
+        return -1;
+    }
+    int has_cond;
+    PyObject *state = read_state(st, self, dict, &has_cond);
+    Py_DECREF(dict);
+    if (state == NULL) {
+        return -1;
+    }
+    *pending = PyObject_RichCompareBool(state, st->PENDING, Py_EQ);
+    *running = *pending == 0
+                   ? PyObject_RichCompareBool(state, st->RUNNING, Py_EQ) : 0;
+    Py_DECREF(state);
+    return *pending < 0 || *running < 0 ? -1 : 0;
+}
+
 /* If the future is FINISHED, store its `key` entry (new ref) in *out and
  * return 1; 0 if not finished; -1 on error. */
 static int
@@ -227,23 +249,8 @@ static PyObject *
 LF_done(PyObject *self, PyObject *Py_UNUSED(ignored))
 {
     gfx_state *st = gfx_state_from_type(Py_TYPE(self));
-    PyObject *dict = get_dict(self);
-    if (dict == NULL) {
-        return NULL;
-    }
-    int has_cond;
-    PyObject *state = read_state(st, self, dict, &has_cond);
-    Py_DECREF(dict);
-    if (state == NULL) {
-        return NULL;
-    }
-    /* Compare by value: identity is only an optimisation elsewhere. */
-    int pending = PyObject_RichCompareBool(state, st->PENDING, Py_EQ);
-    int running = pending == 0
-                      ? PyObject_RichCompareBool(state, st->RUNNING, Py_EQ)
-                      : 0;
-    Py_DECREF(state);
-    if (pending < 0 || running < 0) {
+    int pending, running;
+    if (state_is(st, self, &pending, &running) < 0) {
         return NULL;
     }
     return PyBool_FromLong(!pending && !running);
@@ -466,21 +473,8 @@ static PyObject *
 LF_running(PyObject *self, PyObject *Py_UNUSED(ignored))
 {
     gfx_state *st = gfx_state_from_type(Py_TYPE(self));
-    PyObject *dict = get_dict(self);
-    if (dict == NULL) {
-        return NULL;
-    }
-    int has_cond;
-    PyObject *state = read_state(st, self, dict, &has_cond);
-    Py_DECREF(dict);
-    if (state == NULL) {
-        return NULL;
-    }
-    int pending = PyObject_RichCompareBool(state, st->PENDING, Py_EQ);
-    int running = pending == 0
-                      ? PyObject_RichCompareBool(state, st->RUNNING, Py_EQ) : 0;
-    Py_DECREF(state);
-    if (pending < 0 || running < 0) {
+    int pending, running;
+    if (state_is(st, self, &pending, &running) < 0) {
         return NULL;
     }
     PyObject *pool = NULL;

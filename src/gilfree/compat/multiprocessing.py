@@ -93,11 +93,15 @@ hangs, or where it would be slower for nothing):
   excepthook for ``map_async``/``starmap_async``, ``sys.unraisablehook`` for
   ``apply_async``) and the result still becomes ready; in the standard
   library it kills the pool's result-handler thread.
+* Pickling a pool raises ``TypeError`` (as gilfree.Pool, and as pickle for
+  any object it cannot send) where the standard library raises
+  ``NotImplementedError``.
 """
 
 from __future__ import annotations
 
 import multiprocessing as _mp
+from abc import ABC, abstractmethod
 import os
 import sys
 import threading
@@ -202,20 +206,21 @@ class _Helpers:
 # Results
 
 
-class AsyncResult(Generic[R]):
+class AsyncResult(ABC, Generic[R]):
     """The result of ``apply_async``/``map_async``/``starmap_async``, with the
     methods of :class:`multiprocessing.pool.AsyncResult`."""
 
+    @abstractmethod
     def ready(self) -> bool:
         """Whether the call has completed (successfully or not)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def wait(self, timeout: Optional[float] = None) -> None:
         """Wait until the result is ready or *timeout* seconds have passed."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _outcome(self) -> R:
-        raise NotImplementedError
+        """The result, or raise the call's exception (ready only)."""
 
     def successful(self) -> bool:
         """Whether the call completed without raising; :class:`ValueError` if
@@ -224,8 +229,9 @@ class AsyncResult(Generic[R]):
             raise ValueError(f"{self!r} not ready")
         return self._successful()
 
+    @abstractmethod
     def _successful(self) -> bool:
-        raise NotImplementedError
+        """Whether the call completed without raising (ready only)."""
 
     def get(self, timeout: Optional[float] = None) -> R:
         """The result; the call's exception is raised again.  If it is not
@@ -581,7 +587,7 @@ class Pool:
         self.terminate()
 
     def __reduce__(self) -> Any:
-        raise NotImplementedError("pool objects cannot be passed between processes or pickled")
+        raise TypeError("pool objects cannot be passed between processes or pickled")
 
     def __repr__(self) -> str:
         cls = type(self)
