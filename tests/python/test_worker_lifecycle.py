@@ -386,3 +386,14 @@ def test_script_functions_share_the_initializers_globals(tmp_path):
                           cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split("\n")[:2] == ["forkserver set 2", "spawn set 2"]
+
+
+def test_join_after_recycling_never_hangs():
+    """join() stops every worker, also one the collector is starting to
+    replace a recycled one at that moment (that one used to be missed, and
+    join() with an exit function waited for it forever)."""
+    for _ in range(30):
+        with make("processes", initializer=ls.init_state, initargs=("j",), worker_state=True,
+                  max_tasks_per_worker=3, worker_exit=ls.exit_state) as pool:
+            pool.map(ls.count_call, range(12), chunksize=1)
+        assert sum(n for _, n in pool.exit_results()) == 12

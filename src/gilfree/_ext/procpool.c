@@ -828,7 +828,10 @@ slot_start(gfx_engine *e, uint32_t i)
         atomic_store(&s->ctl->insights, 1);
     }
     s->sent_items = 0;
-    s->retiring = s->stop_sent = 0;
+    /* A worker started while join() stops the others (a replacement already
+     * under way) retires at once: the collector sends it STOP. */
+    s->retiring = atomic_load(&e->joining);
+    s->stop_sent = 0;
     s->life_death = s->life_timed_out = 0;
     if (e->has_setup) {
         /* The worker's first message: its lifecycle (the ring is empty,
@@ -1386,15 +1389,16 @@ gfx_proc_join(PoolObject *pool)
     if (rc < 0) {
         return -1;
     }
-    /* Idle: ask every worker to stop, give them a moment, then the
-     * destroy path kills whatever is left. */
+    /* Idle: ask every worker to stop (retiring workers get STOP once, from
+     * send_stops_locked, which the collector also runs for a worker that
+     * starts meanwhile), give them a moment, then the destroy path kills
+     * whatever is left. */
+    atomic_store(&e->joining, 1);
     eng_lock(e);
     for (uint32_t i = 0; i < e->n; i++) {
-        gfx_pslot *s = &e->slots[i];
-        if (s->state == SLOT_LIVE && !atomic_load(&s->dead)) {
-            (void)send_control(s, GF_MSG_STOP, 0);
-        }
+        e->slots[i].retiring = 1;
     }
+    send_stops_locked(e);
     eng_unlock(e);
     /* Workers with an exit function may take their time (exit_timeout,
      * enforced by the collector, bounds it); others get two seconds.  Wait

@@ -143,6 +143,9 @@ struct gfx_engine {
     int collector_started;
     _Atomic int stop;            /* collector: leave */
     _Atomic int closing;         /* join(): no worker replacement when idle */
+    _Atomic int joining;         /* join() is stopping the workers: every
+                                  * worker, also one started meanwhile to
+                                  * replace another, is sent STOP */
     _Atomic int terminating;     /* terminate(): deaths are ours, tasks are
                                   * cancelled, nobody is replaced */
     int shut;                    /* shut down: nothing more is sent (lock) */

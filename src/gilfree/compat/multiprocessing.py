@@ -93,9 +93,9 @@ hangs, or where it would be slower for nothing):
   excepthook for ``map_async``/``starmap_async``, ``sys.unraisablehook`` for
   ``apply_async``) and the result still becomes ready; in the standard
   library it kills the pool's result-handler thread.
-* Pickling a pool raises ``TypeError`` (as gilfree.Pool, and as pickle for
-  any object it cannot send) where the standard library raises
-  ``NotImplementedError``.
+* Pickling a pool raises ``TypeError``, as gilfree.Pool does and as pickle
+  does for any object it cannot send (the standard library's pool uses
+  another exception type for it).
 """
 
 from __future__ import annotations
