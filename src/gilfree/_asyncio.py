@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any, AsyncIterator, Callable, Iterable, List, Optional, TypeVar
+from typing import Any, AsyncGenerator, Callable, Iterable, List, Optional, TypeVar
 
 __all__ = ["aapply", "aimap", "amap"]
 
@@ -32,7 +32,7 @@ async def aapply(pool: Any, fn: Callable[..., R], /, *args: Any, **kwargs: Any) 
 
 
 async def aimap(pool: Any, fn: Callable[[Any], R], iterable: Iterable[Any], chunksize: Optional[int] = None,
-                *, ordered: bool = True, window: Optional[int] = None) -> AsyncIterator[R]:
+                *, ordered: bool = True, window: Optional[int] = None) -> AsyncGenerator[R, None]:
     """Results of ``fn`` over ``iterable`` as an async iterator (input order,
     or completion order with ``ordered=False``).  An exception raised by
     ``fn`` ends the iteration there, raised in the consumer."""

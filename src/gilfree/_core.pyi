@@ -24,6 +24,9 @@ GF_VERSION_MINOR: Final[int]
 
 def usable_cpus() -> int: ...
 def strerror(code: int, /) -> str: ...
+def _probe_call(
+    fn: Callable[..., Any], args: Tuple[Any, ...], kwargs: Optional[Mapping[str, Any]], /
+) -> Tuple[bool, Any, int, int, int, int, int, int, int]: ...
 
 def _worker_main(
     memfd: int, poolfd: int, sockfd: int, pool_pidfd: int, pool_pid: int, slot: int, /

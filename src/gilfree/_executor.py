@@ -242,9 +242,9 @@ class Executor(cf.Executor):
                 raise RuntimeError(_SHUTDOWN_MESSAGE)
             future = self._pool.submit(fn, *args, **kwargs)
             self._futures.add(future)
-        return future  # type: ignore[no-any-return]
+        return future
 
-    def map(  # type: ignore[override]
+    def map(
         self,
         fn: Callable[..., R],
         *iterables: Iterable[Any],

@@ -10,7 +10,7 @@ workers use it in place; process workers receive it once, when they start.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Iterable, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, Union
 
 __all__ = ["LIFECYCLE_OPTIONS", "lifecycle_spec", "NOT_GIVEN"]
 
@@ -100,7 +100,7 @@ def affinity_per_worker(cpu_affinity: Any, workers: int) -> Optional[Tuple[Tuple
             "a list of CPU ids (spread over the workers) or exactly one entry (a CPU id or a list of "
             "them) per worker"
         )
-    out = []
+    out: List[Tuple[int, ...]] = []
     for i, e in enumerate(entries):
         if isinstance(e, int) and not isinstance(e, bool):
             out.append((_cpu_id(e, allowed, f"worker {i}"),))

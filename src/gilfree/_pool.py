@@ -14,7 +14,7 @@ import threading
 import traceback
 import warnings
 import weakref
-from typing import Any, AsyncIterator, Callable, Iterable, Iterator, List, Optional, TypeVar
+from typing import Any, AsyncGenerator, Callable, Iterable, Iterator, List, Mapping, Optional, TypeVar, Union
 
 from . import _asyncio, _auto, _core, _probe, _progress
 from ._insights import Insights
@@ -173,9 +173,12 @@ class Pool(_core.Pool):
 
     # map and starmap are the C methods; on an explicit thread pool the first
     # map of each function runs under the GIL probe, and a function that
-    # turns out to hold the GIL gets one PerformanceWarning.
+    # turns out to hold the GIL gets one PerformanceWarning.  (The overrides
+    # differ from the C signatures on purpose: the C methods' private
+    # positional progress hook becomes the public keyword `progress`, and
+    # imap returns a plain iterator when a bar wraps the C one.)
 
-    def map(self, func: Callable[[Any], R], iterable: Iterable[Any], chunksize: Optional[int] = None, *,
+    def map(self, func: Callable[[Any], R], iterable: Iterable[Any], chunksize: Optional[int] = None, *,  # type: ignore[override]
             progress: _progress.ProgressOption = False) -> List[R]:
         if progress:
             return self._blocking_with_progress(_core.Pool.map, func, iterable, chunksize, progress)
@@ -183,7 +186,7 @@ class Pool(_core.Pool):
             return self._checked(_core.Pool.map, func, iterable, chunksize)
         return _core.Pool.map(self, func, iterable, chunksize)
 
-    def starmap(self, func: Callable[..., R], iterable: Iterable[Iterable[Any]], chunksize: Optional[int] = None, *,
+    def starmap(self, func: Callable[..., R], iterable: Iterable[Iterable[Any]], chunksize: Optional[int] = None, *,  # type: ignore[override]
                 progress: _progress.ProgressOption = False) -> List[R]:
         if progress:
             return self._blocking_with_progress(_core.Pool.starmap, func, iterable, chunksize, progress)
@@ -191,12 +194,12 @@ class Pool(_core.Pool):
             return self._checked(_core.Pool.starmap, func, iterable, chunksize)
         return _core.Pool.starmap(self, func, iterable, chunksize)
 
-    def imap(self, func: Callable[[Any], R], iterable: Iterable[Any], chunksize: Optional[int] = None, *,
+    def imap(self, func: Callable[[Any], R], iterable: Iterable[Any], chunksize: Optional[int] = None, *,  # type: ignore[override]
              progress: _progress.ProgressOption = False) -> Iterator[R]:
         it = _core.Pool.imap(self, func, iterable, chunksize)
         return _with_progress(it, progress, iterable, func)
 
-    def imap_unordered(self, func: Callable[[Any], R], iterable: Iterable[Any], chunksize: Optional[int] = None, *,
+    def imap_unordered(self, func: Callable[[Any], R], iterable: Iterable[Any], chunksize: Optional[int] = None, *,  # type: ignore[override]
                        progress: _progress.ProgressOption = False) -> Iterator[R]:
         it = _core.Pool.imap_unordered(self, func, iterable, chunksize)
         return _with_progress(it, progress, iterable, func)
@@ -212,7 +215,7 @@ class Pool(_core.Pool):
         return (
             not self._gil_warned
             and self.workers > 1
-            and _core.Pool.backend.__get__(self) == "threads"  # type: ignore[attr-defined]
+            and _core.Pool.backend.__get__(self) == "threads"
             and id(func) not in self._gil_checked
             and len(self._gil_checked) < 64
             and _probe.gil_enabled()
@@ -258,7 +261,7 @@ class Pool(_core.Pool):
         return await _asyncio.amap(self, func, iterable, chunksize)
 
     def aimap(self, func: Callable[[Any], R], iterable: Iterable[Any], chunksize: Optional[int] = None, *,
-              ordered: bool = True) -> AsyncIterator[R]:
+              ordered: bool = True) -> AsyncGenerator[R, None]:
         """``imap`` (``ordered=False``: ``imap_unordered``) as an async
         iterator; leaving the ``async for`` early cancels the rest.
 
@@ -283,6 +286,19 @@ class Pool(_core.Pool):
         (3, 1)
         """
         return await _asyncio.aapply(self, func, *args, **kwargs)
+
+    @property
+    def decision(self) -> Optional[Decision]:
+        """Why this pool runs its backend: a :class:`Decision` on an auto
+        pool once it has measured a function, None when the backend was
+        chosen by the caller (there is nothing measured to report).
+
+        >>> import gilfree
+        >>> with gilfree.Pool(2, backend="threads") as pool:
+        ...     print(pool.decision)
+        None
+        """
+        return None
 
     def insights(self) -> Insights:
         """What the workers did so far (needs ``Pool(insights=True)``): an
@@ -433,7 +449,7 @@ class AutoPool(Pool):
         # Check the process options now, although they only apply if
         # processes are chosen (the fork warning comes when they start).
         process_options("processes", start_method, task_timeout, retries, warn_fork=False)
-        self._proc_options = {"start_method": start_method, "task_timeout": task_timeout, "retries": retries,
+        self._proc_options: "dict[str, Any]" = {"start_method": start_method, "task_timeout": task_timeout, "retries": retries,
                               "inner_threads": inner_threads, "insights": insights}
         self._procs: Optional[Pool] = None
         self._known: "dict[int, _Probed]" = {}
@@ -453,7 +469,7 @@ class AutoPool(Pool):
     # -- what was chosen ------------------------------------------------------
 
     @property
-    def backend(self) -> str:  # type: ignore[override]
+    def backend(self) -> str:
         """The backend of the last decision: "threads", "processes", or "auto" before any."""
         return self._last.backend if self._last is not None else "auto"
 
@@ -463,7 +479,7 @@ class AutoPool(Pool):
         return self._last
 
     @property
-    def pids(self) -> List[int]:  # type: ignore[override]
+    def pids(self) -> List[int]:
         return self._procs.pids if self._procs is not None else []
 
     def _processes(self) -> Pool:
@@ -497,7 +513,7 @@ class AutoPool(Pool):
     # -- map family -------------------------------------------------------------
 
     def _auto_map(self, method: str, func: Any, iterable: Any, chunksize: Any, star: bool, lazy: bool,
-                  progress: _progress.ProgressOption = False) -> Any:
+                  progress: Union[_progress.ProgressOption, Callable[[int], Any]] = False) -> Any:
         if progress and not callable(progress):
             bar = _progress.make_bar(progress, _progress.total_of(iterable), func)
             if bar is not None:
@@ -553,10 +569,9 @@ class AutoPool(Pool):
                 f'\n"""\n{text}"""\n(raised in the calling thread while gilfree measured {name} '
                 f"on its first inputs, on input index {index})"
             )
-            try:
-                error.add_note(f"gilfree: {name} failed on input index {index}")
-            except AttributeError:  # pragma: no cover - Python 3.10
-                pass
+            add_note = getattr(error, "add_note", None)   # Python >= 3.11
+            if add_note is not None:
+                add_note(f"gilfree: {name} failed on input index {index}")
             if not lazy:
                 raise error
         target = self._pool_for(decision)
@@ -575,19 +590,19 @@ class AutoPool(Pool):
             return out
         return _AutoIterator(results, error, lambda: run(func, rest, chunksize))
 
-    def map(self, func: Callable[[Any], R], iterable: Iterable[Any], chunksize: Optional[int] = None, *,
+    def map(self, func: Callable[[Any], R], iterable: Iterable[Any], chunksize: Optional[int] = None, *,  # type: ignore[override]
             progress: _progress.ProgressOption = False) -> List[R]:
         return self._auto_map("map", func, iterable, chunksize, False, False, progress)
 
-    def starmap(self, func: Callable[..., R], iterable: Iterable[Iterable[Any]], chunksize: Optional[int] = None, *,
+    def starmap(self, func: Callable[..., R], iterable: Iterable[Iterable[Any]], chunksize: Optional[int] = None, *,  # type: ignore[override]
                 progress: _progress.ProgressOption = False) -> List[R]:
         return self._auto_map("starmap", func, iterable, chunksize, True, False, progress)
 
-    def imap(self, func: Callable[[Any], R], iterable: Iterable[Any], chunksize: Optional[int] = None, *,
+    def imap(self, func: Callable[[Any], R], iterable: Iterable[Any], chunksize: Optional[int] = None, *,  # type: ignore[override]
              progress: _progress.ProgressOption = False) -> Iterator[R]:
         return self._auto_map("imap", func, iterable, chunksize, False, True, progress)
 
-    def imap_unordered(self, func: Callable[[Any], R], iterable: Iterable[Any], chunksize: Optional[int] = None, *,
+    def imap_unordered(self, func: Callable[[Any], R], iterable: Iterable[Any], chunksize: Optional[int] = None, *,  # type: ignore[override]
                        progress: _progress.ProgressOption = False) -> Iterator[R]:
         return self._auto_map("imap_unordered", func, iterable, chunksize, False, True, progress)
 
@@ -599,7 +614,7 @@ class AutoPool(Pool):
             return None
         return self._processes()
 
-    def apply_async(self, func: Callable[..., R], args: Iterable[Any] = (), kwds: Optional[dict] = None,
+    def apply_async(self, func: Callable[..., R], args: Iterable[Any] = (), kwds: Optional[Mapping[str, Any]] = None,
                     callback: Any = None, error_callback: Any = None) -> Any:
         target = self._single_target(func)
         if target is not None:
@@ -629,7 +644,7 @@ class AutoPool(Pool):
             if self._probing.get(id(func)) is func:
                 del self._probing[id(func)]
 
-    def apply(self, func: Callable[..., R], args: Iterable[Any] = (), kwds: Optional[dict] = None) -> R:
+    def apply(self, func: Callable[..., R], args: Iterable[Any] = (), kwds: Optional[Mapping[str, Any]] = None) -> R:
         return self.apply_async(func, args, kwds).get()
 
     def submit(self, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> Any:

@@ -80,7 +80,8 @@ def _rebuild_buffer(buf: Any, kind: str, fmt: str, shape: Any) -> Any:
         return bytearray(view)
     view = view.cast("B")
     if shape is not None and (fmt != "B" or len(shape) != 1):
-        view = view.cast(fmt, shape)
+        # typeshed lists only literal format codes; fmt comes from the sender's buffer.
+        view = view.cast(fmt, shape)  # type: ignore[call-overload]
     return view
 
 

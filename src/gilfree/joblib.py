@@ -76,7 +76,7 @@ class GilfreeBackend(AutoBatchingMixin, ParallelBackendBase):
         self._pool: Any = None
 
     @property
-    def supports_sharedmem(self) -> bool:  # type: ignore[override]
+    def supports_sharedmem(self) -> bool:
         """Threads share memory; joblib asks before require="sharedmem"."""
         return self.backend == "threads"
 
