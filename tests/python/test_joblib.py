@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -118,3 +121,34 @@ def test_scikit_learn_cross_val_score():
         scores = cross_val_score(LogisticRegression(max_iter=500), X, y, cv=4, n_jobs=2)
     reference = cross_val_score(LogisticRegression(max_iter=500), X, y, cv=4, n_jobs=1)
     assert list(scores) == pytest.approx(list(reference))
+
+
+# --------------------------------------------------------------------------
+# A real joblib program, unchanged but for its configuration block
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "joblib_example.py"
+
+
+def _run_example(source: str, tmp_path: Path) -> str:
+    script = tmp_path / "joblib_example.py"
+    script.write_text(source)
+    env = dict(os.environ)
+    root = Path(__file__).resolve().parents[2]
+    env["PYTHONPATH"] = os.pathsep.join(p for p in [str(root / "build" / "devpkg"), *sys.path] if p)
+    proc = subprocess.run([sys.executable, "-W", "error", str(script)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=100)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+@pytest.mark.timeout(240)
+def test_example_program_prints_the_same_as_with_loky(tmp_path):
+    pytest.importorskip("numpy")
+    source = EXAMPLE.read_text()
+    loky_config = 'BACKEND = "loky"\n'
+    assert source.count(loky_config) == 1
+    gilfree_source = source.replace(loky_config, 'import gilfree.joblib  # noqa: E402,F401\nBACKEND = "gilfree"\n')
+    expected = _run_example(source, tmp_path)
+    assert "primes below 20000: 2262" in expected
+    assert "caught: cannot take the square root of -1" in expected
+    assert _run_example(gilfree_source, tmp_path) == expected
