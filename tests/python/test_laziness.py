@@ -174,3 +174,61 @@ def test_consumer_slower_than_workers(pool, method):
             max_ahead = max(max_ahead, source.pulled - len(got))
     assert len(got) == 5000
     assert max_ahead <= AHEAD_SLACK, f"read ahead up to {max_ahead} items"
+
+
+# --------------------------------------------------------------------------
+# An input that raises, and join() before the results are read
+
+
+def failing_input(n, at):
+    """0..n-1, raising LookupError instead of yielding `at`."""
+    for i in range(n):
+        if i == at:
+            raise LookupError(f"the input broke at {i}")
+        yield i
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("chunksize", [None, 1, 7])
+def test_input_that_raises_comes_after_the_results_before_it(pool, method, chunksize):
+    # Nothing the input gave before it raised is lost, also the items of
+    # the chunk it was filling; the error comes where the input ended.
+    got = []
+    with pytest.raises(LookupError, match="the input broke at 157"):
+        for x in getattr(pool, method)(square, failing_input(1000, 157), chunksize):
+            got.append(x)
+    assert sorted(got) == [i * i for i in range(157)]
+    assert pool.map(square, range(4)) == [0, 1, 4, 9]  # the pool carries on
+
+
+def test_map_over_an_input_that_raises(pool):
+    with pytest.raises(LookupError, match="the input broke at 57"):
+        pool.map(square, failing_input(1000, 57))
+    assert pool.map(square, range(4)) == [0, 1, 4, 9]
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("source", ["range", "generator"])
+def test_join_finishes_an_imap_that_was_not_read(pool, method, source):
+    # As with multiprocessing.Pool: join() waits for all the submitted
+    # work, also the part of an imap still held back by its read-ahead
+    # bound; the results are read afterwards.
+    n = 20_000
+    data = range(n) if source == "range" else (i for i in range(n))
+    it = getattr(pool, method)(square, data)
+    first = next(it)
+    pool.close()
+    pool.join()
+    assert sorted([first, *it]) == [i * i for i in range(n)]
+
+
+def test_join_then_reading_an_imap_whose_input_raises(pool):
+    it = pool.imap(square, failing_input(5000, 4321))
+    assert next(it) == 0
+    pool.close()
+    pool.join()  # the input's error belongs to the reader, not to join()
+    got = [0]
+    with pytest.raises(LookupError, match="the input broke at 4321"):
+        for x in it:
+            got.append(x)
+    assert got == [i * i for i in range(4321)]

@@ -31,6 +31,11 @@ typedef struct {
     int64_t inflight_bytes;     /* their encoded size */
     int64_t bytes_per_item;     /* running estimate (0: none yet) */
     int64_t window;
+    int draining;               /* join(): feed to the end, no window */
+    PyObject *fill_err;         /* what feeding raised during join(),
+                                 * raised where the input ended */
+    gfx_lazyjob link;           /* in e->lazy_jobs while `linked` */
+    int linked;
     gfx_ptask *ready;           /* received, sorted by index0 */
     int64_t next_out;           /* ordered: next index to hand out */
     int stop_feeding;
@@ -206,9 +211,11 @@ job_star_items(ProcMapObject *j, PyObject *items, int64_t start)
 static int
 job_fill(ProcMapObject *j)
 {
-    while (!j->stop_feeding && !j->exhausted && j->inflight < j->window &&
-           (j->inflight < (int64_t)j->e->n ||
-            j->inflight_bytes < JOB_MAX_INFLIGHT_BYTES)) {
+    while (!j->stop_feeding && !j->exhausted &&
+           (j->draining ||
+            (j->inflight < j->window &&
+             (j->inflight < (int64_t)j->e->n ||
+              j->inflight_bytes < JOB_MAX_INFLIGHT_BYTES)))) {
         int64_t count = j->fixed;
         if (count <= 0) {
             count = gf_chunker_suggest(&j->chunker,
@@ -243,8 +250,14 @@ job_fill(ProcMapObject *j)
                 PyObject *x = PyIter_Next(j->iter);
                 if (x == NULL) {
                     if (PyErr_Occurred()) {
-                        Py_DECREF(items);
-                        return -1;
+                        if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+                            Py_DECREF(items);
+                            return -1;  /* Ctrl-C: now */
+                        }
+                        /* The input raised: the items it gave before
+                         * still run, and the error is raised where the
+                         * input ended, after their results. */
+                        j->fill_err = gfx_fetch_exception();
                     }
                     j->exhausted = 1;
                     break;
@@ -561,6 +574,14 @@ job_next(ProcMapObject *j)
         if (t == NULL) {
             if (j->inflight <= 0 && (j->exhausted || j->stop_feeding)) {
                 j->finished = 1;
+                if (j->fill_err != NULL) {
+                    /* The input failed while join() fed it: here, after
+                     * every result before it. */
+                    PyObject *exc = j->fill_err;
+                    j->fill_err = NULL;
+                    gfx_restore_exception(exc);
+                    Py_DECREF(exc);
+                }
                 return NULL;
             }
             if (job_receive(j, 1) < 0) {
@@ -609,6 +630,98 @@ gfx_procmap_method(PyObject *op)
     return PM(op)->method;
 }
 
+/* ---- join(): open lazy jobs -------------------------------------------------------- */
+
+static void
+job_link(ProcMapObject *j)
+{
+    gfx_engine *e = j->e;
+    j->link.job = (PyObject *)j;
+    j->link.prev = NULL;
+    pthread_mutex_lock(&e->jobs_lock);
+    j->link.next = e->lazy_jobs;
+    if (e->lazy_jobs != NULL) {
+        e->lazy_jobs->prev = &j->link;
+    }
+    e->lazy_jobs = &j->link;
+    j->linked = 1;
+    pthread_mutex_unlock(&e->jobs_lock);
+}
+
+static void
+job_unlink(ProcMapObject *j)
+{
+    if (!j->linked) {
+        return;
+    }
+    gfx_engine *e = j->e;
+    pthread_mutex_lock(&e->jobs_lock);
+    if (j->link.prev != NULL) {
+        j->link.prev->next = j->link.next;
+    }
+    else {
+        e->lazy_jobs = j->link.next;
+    }
+    if (j->link.next != NULL) {
+        j->link.next->prev = j->link.prev;
+    }
+    j->linked = 0;
+    pthread_mutex_unlock(&e->jobs_lock);
+}
+
+int
+gfx_procmap_drain(gfx_engine *e)
+{
+    /* Strong references first, under the lock (Py_NewRef cannot run a
+     * collection that would free a job and take the lock again); then
+     * feed each without it, since feeding runs the input's Python code. */
+    Py_ssize_t n = 0;
+    pthread_mutex_lock(&e->jobs_lock);
+    for (gfx_lazyjob *l = e->lazy_jobs; l != NULL; l = l->next) {
+        n++;
+    }
+    pthread_mutex_unlock(&e->jobs_lock);
+    if (n == 0) {
+        return 0;
+    }
+    PyObject **jobs = PyMem_Calloc((size_t)n, sizeof *jobs);
+    if (jobs == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    Py_ssize_t got = 0;
+    pthread_mutex_lock(&e->jobs_lock);
+    for (gfx_lazyjob *l = e->lazy_jobs; l != NULL && got < n; l = l->next) {
+        jobs[got++] = Py_NewRef(l->job);
+    }
+    pthread_mutex_unlock(&e->jobs_lock);
+    int rc = 0;
+    for (Py_ssize_t i = 0; i < got; i++) {
+        ProcMapObject *j = PM(jobs[i]);
+        if (rc == 0 && !j->finished && !j->stop_feeding && !j->exhausted) {
+            j->draining = 1;
+            if (job_fill(j) < 0) {
+                PyObject *exc = gfx_fetch_exception();
+                if (!PyErr_GivenExceptionMatches(exc, PyExc_Exception)) {
+                    /* Ctrl-C (or SystemExit): join() itself stops. */
+                    gfx_restore_exception(exc);
+                    Py_DECREF(exc);
+                    rc = -1;
+                }
+                else {
+                    /* The input's own error (or an unpicklable item) is
+                     * the reader's, at the position where it happened. */
+                    j->fill_err = exc;
+                    j->exhausted = 1;
+                }
+            }
+        }
+        Py_DECREF(jobs[i]);
+    }
+    PyMem_Free(jobs);
+    return rc;
+}
+
 static int
 ProcMap_traverse(PyObject *op, visitproc visit, void *arg)
 {
@@ -620,6 +733,7 @@ ProcMap_traverse(PyObject *op, visitproc visit, void *arg)
     Py_VISIT(j->iter);
     Py_VISIT(j->cur);
     Py_VISIT(j->cur_err);
+    Py_VISIT(j->fill_err);
     return 0;
 }
 
@@ -627,6 +741,8 @@ static int
 ProcMap_clear(PyObject *op)
 {
     ProcMapObject *j = PM(op);
+    job_unlink(j);
+    Py_CLEAR(j->fill_err);
     if (j->sink != NULL) {
         gfx_procmap_cancel(op);
         gfx_pp_sink_decref(j->sink);
@@ -785,6 +901,7 @@ gfx_proc_map(PoolObject *pool, PyObject *fn, PyObject *iterable,
         j->exhausted = 1;
     }
     if (flags & GFX_MAP_LAZY) {
+        job_link(j);
         /* Start the work now; results are pulled by the iterator. */
         if (job_fill(j) < 0) {
             job_cancel(j);
@@ -872,6 +989,10 @@ gfx_proc_map(PoolObject *pool, PyObject *fn, PyObject *iterable,
         Py_CLEAR(j->cur);
     }
     gfx__progress = prev;
+    if (first_err == NULL && j->fill_err != NULL) {
+        first_err = j->fill_err;  /* the input raised after the last item */
+        j->fill_err = NULL;
+    }
     if (first_err == NULL && progress != NULL &&
         gfx_progress_tick(&prog, 1) < 0) {
         first_err = gfx_fetch_exception();

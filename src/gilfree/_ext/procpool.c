@@ -1158,6 +1158,7 @@ gfx_proc_init(PoolObject *pool, uint32_t nworkers, const gfx_proc_options *opt)
     }
     gf_ec_init(&e->idle_ec);
     pthread_mutex_init(&e->lock, NULL);
+    pthread_mutex_init(&e->jobs_lock, NULL);
     e->segs = gfx_segcache_new();
     pool->proc = e;
     if (e->slots == NULL || e->replace == NULL || e->segs == NULL) {
@@ -1328,6 +1329,7 @@ gfx_proc_dealloc(PoolObject *pool)
         PyMem_RawFree(e->slots);
         PyMem_RawFree(e->replace);
         pthread_mutex_destroy(&e->lock);
+        pthread_mutex_destroy(&e->jobs_lock);
         PyMem_RawFree(e);
     }
 }
@@ -1384,6 +1386,12 @@ gfx_proc_join(PoolObject *pool)
     gfx_engine *e = pool->proc;
     if (e == NULL) {
         return 0;
+    }
+    /* join() waits for all the work submitted, as multiprocessing's does:
+     * an imap that nobody reads holds back its input (its window is
+     * full), so feed it to the end now; its results wait in the job. */
+    if (gfx_procmap_drain(e) < 0) {
+        return -1;
     }
     int rc = gfx_wait(&e->idle_ec, idle_ready, e, -1.0);
     if (rc < 0) {

@@ -173,7 +173,17 @@ struct gfx_engine {
     int64_t start_ns;            /* the pool started */
     PyObject *ins_lives;         /* snapshots of ended worker lives (GIL) */
     _Atomic int64_t ins_encode_ns, ins_decode_ns;  /* in the callers */
+    /* Open imap/imap_unordered jobs, so that join() can feed them to the
+     * end (jobs_lock; the jobs unlink themselves when they are freed). */
+    pthread_mutex_t jobs_lock;
+    struct gfx_lazyjob *lazy_jobs;
 };
+
+/* The link of an open lazy job in its engine's list (procmap.c). */
+typedef struct gfx_lazyjob {
+    struct gfx_lazyjob *prev, *next;
+    PyObject *job;               /* borrowed: the job unlinks itself */
+} gfx_lazyjob;
 
 static inline void
 eng_lock(gfx_engine *e)
@@ -215,6 +225,9 @@ void gfx_pp_life_free(gfx_life *l);
 /* 0, or -1 with RuntimeError in a process forked from the pool's. */
 int gfx_pp_check_owner(gfx_engine *e, const char *method);
 void gfx_pp_submit(gfx_engine *e, gfx_ptask *t);
+/* join(): feed every open imap of the engine to the end of its input
+ * (procmap.c).  0, or -1 with an exception (Ctrl-C). */
+int gfx_procmap_drain(gfx_engine *e);
 /* One (offset, exc, tb_text) entry of a result -> the decorated exception;
  * *index gets its input index. */
 PyObject *gfx_pp_entry_exception(gfx_engine *e, gfx_ptask *t, PyObject *entry,
