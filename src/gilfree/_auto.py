@@ -40,7 +40,19 @@ between processes costs more than running them (measured here: 1e6 x
 
 
 class PerformanceWarning(UserWarning):
-    """The chosen backend cannot speed this function up (see the message)."""
+    """The chosen backend cannot speed this function up (see the message).
+
+    A ``backend="threads"`` pool gives it (once per pool) when the function
+    of a map turns out to hold the GIL.  To silence it where that is known
+    and wanted, filter it like any warning:
+
+    >>> import warnings, gilfree
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("ignore", gilfree.PerformanceWarning)
+    ...     with gilfree.Pool(2, "threads") as pool:
+    ...         pool.map(abs, [-1, -2, 3])
+    [1, 2, 3]
+    """
 
 
 @dataclass(frozen=True)
@@ -50,7 +62,16 @@ class Decision:
     ``backend`` is ``"threads"`` or ``"processes"``; ``reason`` says why in
     words; ``probe`` holds the measurement (None when none was needed, e.g.
     the GIL is disabled); ``items_probed`` and ``seconds_per_item`` describe
-    the probed items.
+    the probed items.  An auto pool's last one is ``pool.decision``.
+
+    >>> import gilfree
+    >>> with gilfree.Pool(2) as pool:   # backend="auto"
+    ...     _ = pool.map(abs, range(100))
+    >>> decision = pool.decision
+    >>> decision.function, decision.backend
+    ('builtins.abs', 'threads')
+    >>> print(decision)   # doctest: +ELLIPSIS
+    builtins.abs -> threads: ...
     """
 
     function: str

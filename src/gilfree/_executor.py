@@ -311,6 +311,16 @@ class Executor(cf.Executor):
         started.  ``wait=True`` returns when every call has finished and the
         workers are gone; ``wait=False`` returns at once (the pool is joined
         in the background).  Calling it again is harmless.
+
+        >>> import gilfree
+        >>> ex = gilfree.Executor(2, backend="threads")
+        >>> ex.submit(pow, 2, 5).result()
+        32
+        >>> ex.shutdown()
+        >>> ex.submit(pow, 2, 5)
+        Traceback (most recent call last):
+            ...
+        RuntimeError: cannot schedule new futures after shutdown
         """
         with self._lock:
             first = not self._shutdown

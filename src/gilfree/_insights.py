@@ -70,6 +70,16 @@ class Insights:
     ``other_time`` (the rest of its lifetime: our own bookkeeping) and
     ``lifetime``.  ``timeline``: ``(worker, kind, start, end, calls,
     cpu_share, backend)`` per segment, times from the pool's start.
+
+    >>> import gilfree
+    >>> with gilfree.Pool(2, "threads", insights=True) as pool:
+    ...     _ = pool.map(abs, range(1000))
+    >>> insights = pool.insights()
+    >>> insights   # doctest: +ELLIPSIS
+    <gilfree.Insights threads workers=2 tasks=1000 wall=...s>
+    >>> print(insights)   # doctest: +ELLIPSIS
+    gilfree insights: threads pool, 2 workers, 1000 tasks in ... s
+    ...
     """
 
     def __init__(self, raws: Sequence[Dict[str, Any]]) -> None:
@@ -107,7 +117,18 @@ class Insights:
         return out
 
     def as_dict(self) -> Dict[str, Any]:
-        """Every number, as plain data (``json.dumps`` works on it)."""
+        """Every number, as plain data (``json.dumps`` works on it).
+
+        >>> import json, gilfree
+        >>> with gilfree.Pool(2, "threads", insights=True) as pool:
+        ...     _ = pool.map(abs, range(100))
+        >>> d = pool.insights().as_dict()
+        >>> sorted(d)
+        ['backend', 'per_worker', 'timeline', 'totals', 'wall_time', 'workers']
+        >>> d["backend"], d["workers"], d["totals"]["tasks"], len(d["per_worker"])
+        ('threads', 2, 100, 2)
+        >>> _ = json.dumps(d)
+        """
         per: Dict[Tuple[str, int], Dict[str, Any]] = {}
         timeline: List[Tuple[int, str, float, float, int, Optional[float], str]] = []
         for backend, life in self._lives:
@@ -212,6 +233,14 @@ class Insights:
 
         Needs matplotlib (``pip install gilfree[plot]``).  Uses no global
         matplotlib state (no pyplot), so it is safe in any program.
+
+        >>> import os, tempfile, gilfree
+        >>> with gilfree.Pool(2, "threads", insights=True) as pool:
+        ...     _ = pool.map(abs, range(100))
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     path = pool.insights().plot(os.path.join(tmp, "timeline.png"))
+        ...     os.path.basename(path), os.path.getsize(path) > 0
+        ('timeline.png', True)
         """
         try:
             from matplotlib.backends.backend_agg import FigureCanvasAgg

@@ -304,7 +304,14 @@ class Pool(_core.Pool):
         """What the workers did so far (needs ``Pool(insights=True)``): an
         :class:`Insights` with ``as_dict()``, a table as ``str()`` and
         ``plot(path)`` for a PNG timeline.  Works during and after the work
-        (also after ``join()``)."""
+        (also after ``join()``).
+
+        >>> import gilfree
+        >>> with gilfree.Pool(2, "threads", insights=True) as pool:
+        ...     _ = pool.map(abs, range(1000))
+        >>> pool.insights().as_dict()["totals"]["tasks"]
+        1000
+        """
         return Insights([self._insights_raw()])
 
     def __enter__(self) -> "Pool":
@@ -425,11 +432,13 @@ class AutoPool(Pool):
     started the first time a function needs it and closed with this pool.
 
     >>> import gilfree
-    >>> def work(n):
-    ...     return sum(i * i for i in range(n))
     >>> with gilfree.Pool(2) as pool:   # backend="auto"
-    ...     len(pool.map(abs, range(-5, 5)))
-    10
+    ...     pool.backend
+    ...     pool.map(abs, [-1, -2, 3])
+    ...     pool.backend                # abs is too quick for processes
+    'auto'
+    [1, 2, 3]
+    'threads'
     """
 
     RECHECK_EVERY = 16

@@ -1,13 +1,13 @@
 """A joblib parallel backend on gilfree: ``joblib.Parallel`` -- and so
 scikit-learn's ``n_jobs`` -- running on :class:`gilfree.Pool`.
 
-Importing this module registers the backend under the name ``"gilfree"``::
+Importing this module registers the backend under the name ``"gilfree"``:
 
-    import joblib
-    import gilfree.joblib  # noqa: F401  (registers "gilfree")
-
-    with joblib.parallel_config(backend="gilfree", n_jobs=2):
-        squares = joblib.Parallel()(joblib.delayed(pow)(i, 2) for i in range(10))
+>>> import joblib
+>>> import gilfree.joblib  # registers "gilfree"
+>>> with joblib.parallel_config(backend="gilfree", n_jobs=2):
+...     joblib.Parallel()(joblib.delayed(pow)(i, 2) for i in range(10))
+[0, 1, 4, 9, 16, 25, 36, 49, 64, 81]
 
 ``parallel_config(backend="gilfree")`` uses ``gilfree.Pool``'s default,
 ``backend="auto"`` (threads for functions that release the GIL, processes for
@@ -56,6 +56,14 @@ class GilfreeBackend(AutoBatchingMixin, ParallelBackendBase):
     >>> with joblib.parallel_config(backend="gilfree", n_jobs=2):
     ...     joblib.Parallel()(joblib.delayed(abs)(-i) for i in range(4))
     [0, 1, 2, 3]
+
+    An instance chooses gilfree's backend (and takes ``gilfree.Pool``'s
+    other options):
+
+    >>> threads = gilfree.joblib.GilfreeBackend(backend="threads")
+    >>> with joblib.parallel_config(backend=threads, n_jobs=2):
+    ...     joblib.Parallel()(joblib.delayed(len)(s) for s in ["a", "bb", "ccc"])
+    [1, 2, 3]
     """
 
     supports_retrieve_callback = True
@@ -140,7 +148,13 @@ class GilfreeBackend(AutoBatchingMixin, ParallelBackendBase):
 
 
 def register() -> None:
-    """Register the backend as ``"gilfree"`` (done on import)."""
+    """Register the backend as ``"gilfree"`` (done on import).
+
+    >>> import joblib, gilfree.joblib
+    >>> gilfree.joblib.register()   # again: harmless
+    >>> "gilfree" in joblib.parallel.BACKENDS
+    True
+    """
     register_parallel_backend("gilfree", GilfreeBackend)
 
 

@@ -619,6 +619,11 @@ class AsyncResult:
     (:class:`TimeoutError` if ``timeout`` passes first, or if the task ran
     past the pool's ``task_timeout``); ``wait(timeout=None)``, ``ready()``,
     ``successful()`` (:class:`ValueError` while not ready).
+
+    >>> with WorkerPool(2, start_method="threading") as pool:
+    ...     result = pool.apply_async(divmod, (7, 2))
+    ...     isinstance(result, AsyncResult), result.get()
+    (True, (3, 1))
     """
 
     _counter = itertools.count()
@@ -628,19 +633,55 @@ class AsyncResult:
         self.job_id = next(AsyncResult._counter)
 
     def ready(self) -> bool:
-        """Whether the task has finished."""
+        """Whether the task has finished.
+
+        >>> with WorkerPool(2, start_method="threading") as pool:
+        ...     result = pool.apply_async(divmod, (7, 2))
+        ...     result.wait()
+        ...     result.ready()
+        True
+        """
         return bool(self._inner.ready())
 
     def successful(self) -> bool:
-        """Whether the task finished without an exception; ValueError if not finished."""
+        """Whether the task finished without an exception; ValueError if not finished.
+
+        >>> with WorkerPool(2, start_method="threading") as pool:
+        ...     good = pool.apply_async(int, "7")
+        ...     bad = pool.apply_async(int, "seven")
+        ...     good.wait(); bad.wait()
+        ...     good.successful(), bad.successful()
+        (True, False)
+        """
         return bool(self._inner.successful())
 
     def wait(self, timeout: Optional[float] = None) -> None:
-        """Wait until the task has finished, or ``timeout`` seconds."""
+        """Wait until the task has finished, or ``timeout`` seconds.
+
+        >>> import time
+        >>> with WorkerPool(1) as pool:   # a process: terminated at the end
+        ...     result = pool.apply_async(time.sleep, 10)
+        ...     result.wait(timeout=0.01)   # returns after 0.01 s
+        ...     result.ready()
+        False
+        """
         self._inner.wait(timeout)
 
     def get(self, timeout: Optional[float] = None) -> Any:
-        """The task's result; its exception is raised; TimeoutError after ``timeout`` seconds."""
+        """The task's result; its exception is raised; TimeoutError after ``timeout`` seconds.
+
+        >>> with WorkerPool(2, start_method="threading") as pool:
+        ...     pool.apply_async(int, "seven").get()   # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+            ...
+        ValueError: invalid literal for int() with base 10: 'seven'...
+        >>> import time
+        >>> with WorkerPool(1) as pool:   # a process: terminated at the end
+        ...     pool.apply_async(time.sleep, 10).get(timeout=0.01)
+        Traceback (most recent call last):
+            ...
+        TimeoutError: AsyncResult.get(): the result was not ready in time
+        """
         try:
             return self._inner.get(timeout)
         except BaseException as exc:
@@ -713,23 +754,65 @@ class WorkerPool:
     # -- MPIRE's setters ----------------------------------------------------
 
     def pass_on_worker_id(self, pass_on: bool = True) -> None:
-        """Pass the worker id (first) to the task function, worker_init and worker_exit."""
+        """Pass the worker id (first) to the task function, worker_init and worker_exit.
+
+        >>> def whose(worker_id, x):
+        ...     return worker_id in (0, 1), x
+        >>> with WorkerPool(2, start_method="threading") as pool:
+        ...     pool.pass_on_worker_id()
+        ...     pool.map(whose, [10, 20])
+        [(True, 10), (True, 20)]
+        """
         self.pass_worker_id = bool(pass_on)
 
     def set_shared_objects(self, shared_objects: Any = None) -> None:
-        """Pass ``shared_objects`` (after the worker id) to every function; None: pass nothing."""
+        """Pass ``shared_objects`` (after the worker id) to every function; None: pass nothing.
+
+        >>> def scaled(shared, x):
+        ...     return shared["factor"] * x
+        >>> with WorkerPool(2, start_method="threading") as pool:
+        ...     pool.set_shared_objects({"factor": 10})
+        ...     pool.map(scaled, range(3))
+        [0, 10, 20]
+        """
         self.shared_objects = shared_objects
 
     def set_use_worker_state(self, use_worker_state: bool = True) -> None:
-        """Give each worker a state dict, passed after the worker id and shared objects."""
+        """Give each worker a state dict, passed after the worker id and shared objects.
+
+        >>> def nth(state, x):
+        ...     state["n"] = state.get("n", 0) + 1
+        ...     return state["n"]
+        >>> with WorkerPool(1, start_method="threading") as pool:
+        ...     pool.set_use_worker_state()
+        ...     pool.map(nth, ["a", "b", "c"])
+        [1, 2, 3]
+        """
         self.use_worker_state = bool(use_worker_state)
 
     def set_keep_alive(self, keep_alive: bool = True) -> None:
-        """Keep the workers (and their state) alive from one map call to the next."""
+        """Keep the workers (and their state) alive from one map call to the next.
+
+        >>> def nth(state, x):
+        ...     state["n"] = state.get("n", 0) + 1
+        ...     return state["n"]
+        >>> with WorkerPool(1, use_worker_state=True, start_method="threading") as pool:
+        ...     pool.set_keep_alive()
+        ...     pool.map(nth, ["a", "b"])
+        ...     pool.map(nth, ["c"])   # the same worker, the same state
+        [1, 2]
+        [3]
+        """
         self.keep_alive = bool(keep_alive)
 
     def set_order_tasks(self, order_tasks: bool = True) -> None:
-        """Accepted for MPIRE compatibility; gilfree hands out chunks to whichever worker is free."""
+        """Accepted for MPIRE compatibility; gilfree hands out chunks to whichever worker is free.
+
+        >>> with WorkerPool(2, start_method="threading") as pool:
+        ...     pool.set_order_tasks()   # changes nothing: results are in order anyway
+        ...     pool.map(abs, [-1, -2, 3])
+        [1, 2, 3]
+        """
         self.order_tasks = bool(order_tasks)
 
     # -- workers ------------------------------------------------------------
@@ -988,7 +1071,12 @@ class WorkerPool:
         progress_bar_options: Optional[Dict[str, Any]] = None,
         progress_bar_style: Optional[str] = None,
     ) -> List[Any]:
-        """Like :meth:`map`, as a list in the order the results came in."""
+        """Like :meth:`map`, as a list in the order the results came in.
+
+        >>> with WorkerPool(2, start_method="threading") as pool:
+        ...     sorted(pool.map_unordered(abs, [-1, -2, 3]))
+        [1, 2, 3]
+        """
         return list(self.imap_unordered(func, iterable_of_args, iterable_len, max_tasks_active, chunk_size,
                                         n_splits, worker_lifespan, progress_bar, worker_init, worker_exit,
                                         task_timeout, worker_init_timeout, worker_exit_timeout,
@@ -1017,6 +1105,13 @@ class WorkerPool:
         The arguments are checked at the call; the work starts when the
         iterator is first advanced (as MPIRE's generator does), and pulls
         the input lazily.  Closing the iterator early cancels the rest.
+
+        >>> with WorkerPool(2, start_method="threading") as pool:
+        ...     for square in pool.imap(pow, [(1, 2), (2, 2), (3, 2)]):
+        ...         print(square)
+        1
+        4
+        9
         """
         plan = self._plan(func, iterable_of_args, iterable_len, max_tasks_active, chunk_size, n_splits,
                           worker_lifespan, progress_bar, worker_init, worker_exit, task_timeout,
@@ -1041,7 +1136,12 @@ class WorkerPool:
         progress_bar_options: Optional[Dict[str, Any]] = None,
         progress_bar_style: Optional[str] = None,
     ) -> Iterator[Any]:
-        """Like :meth:`imap`, the results in the order they come in."""
+        """Like :meth:`imap`, the results in the order they come in.
+
+        >>> with WorkerPool(2, start_method="threading") as pool:
+        ...     sorted(pool.imap_unordered(pow, [(1, 2), (2, 2), (3, 2)]))
+        [1, 4, 9]
+        """
         plan = self._plan(func, iterable_of_args, iterable_len, max_tasks_active, chunk_size, n_splits,
                           worker_lifespan, progress_bar, worker_init, worker_exit, task_timeout,
                           worker_init_timeout, worker_exit_timeout, progress_bar_options, progress_bar_style)
@@ -1155,7 +1255,17 @@ class WorkerPool:
     def get_exit_results(self) -> List[Any]:
         """What ``worker_exit`` returned: one value per worker life that ran
         a task, for the last map call (without ``keep_alive``) or since the
-        workers started (with it; complete after :meth:`stop_and_join`)."""
+        workers started (with it; complete after :meth:`stop_and_join`).
+
+        >>> def count(state, x):
+        ...     state["n"] = state.get("n", 0) + 1
+        >>> def tasks_run(state):
+        ...     return state["n"]
+        >>> with WorkerPool(2, use_worker_state=True, start_method="threading") as pool:
+        ...     _ = pool.map(count, range(10), worker_exit=tasks_run)
+        ...     sum(pool.get_exit_results())   # one value per worker that ran tasks
+        10
+        """
         if self._pool is not None:
             return [r for r in self._pool.exit_results() if not isinstance(r, _Skipped)]
         return list(self._exit_results)
@@ -1178,7 +1288,14 @@ class WorkerPool:
         """MPIRE's insights dict: per-worker task counts and start-up, init,
         waiting, working and exit times (``H:MM:SS.mmm``), their totals,
         means, standard deviations and ratios.  Empty without
-        ``enable_insights=True`` or before the first map."""
+        ``enable_insights=True`` or before the first map.
+
+        >>> with WorkerPool(2, start_method="threading", enable_insights=True) as pool:
+        ...     _ = pool.map(abs, range(100))
+        ...     insights = pool.get_insights()
+        >>> sum(insights["n_completed_tasks"]), insights["total_working_time"]   # doctest: +ELLIPSIS
+        (100, '0:00:00...')
+        """
         data = self._insights_data()
         return {} if data is None else _mpire_insights(data, self.n_jobs)
 
@@ -1190,13 +1307,31 @@ class WorkerPool:
         return _insights_text(data, self.n_jobs)
 
     def print_insights(self) -> None:
-        """Print a summary of :meth:`get_insights` (and gilfree's GIL and data times)."""
+        """Print a summary of :meth:`get_insights` (and gilfree's GIL and data times).
+
+        >>> with WorkerPool(2, start_method="threading", enable_insights=True) as pool:
+        ...     _ = pool.map(abs, range(100))
+        ...     pool.print_insights()   # doctest: +ELLIPSIS
+        WorkerPool insights (threads backend, 2 workers, wall time ...)
+        ...Tasks completed: 100
+        ...
+        """
         print(self._insights_string())
 
     def stop_and_join(self, keep_alive: bool = False) -> None:
         """Wait for the submitted work, then stop the workers (``worker_exit``
         runs; :meth:`get_exit_results` has the results).  With
-        ``keep_alive=True`` only wait: the workers stay."""
+        ``keep_alive=True`` only wait: the workers stay.
+
+        >>> def done():
+        ...     return "done"
+        >>> with WorkerPool(2, keep_alive=True, start_method="threading") as pool:
+        ...     _ = pool.map(abs, [-1, -2, -3, -4], worker_exit=done)
+        ...     before = pool.get_exit_results()   # the workers are still alive
+        ...     pool.stop_and_join()
+        ...     before, set(pool.get_exit_results())
+        ([], {'done'})
+        """
         if self._pool is None:
             return
         if keep_alive:
@@ -1209,7 +1344,17 @@ class WorkerPool:
     join = stop_and_join
 
     def terminate(self) -> None:
-        """Stop the workers now: queued and running tasks are cancelled, no ``worker_exit`` runs."""
+        """Stop the workers now: queued and running tasks are cancelled, no ``worker_exit`` runs.
+
+        >>> import time
+        >>> pool = WorkerPool(1)   # a process
+        >>> result = pool.apply_async(time.sleep, 10)
+        >>> pool.terminate()   # does not wait for the sleep
+        >>> result.get()   # doctest: +IGNORE_EXCEPTION_DETAIL
+        Traceback (most recent call last):
+            ...
+        concurrent.futures.CancelledError
+        """
         self._abort()
 
     def __enter__(self) -> "WorkerPool":

@@ -208,15 +208,36 @@ class _Helpers:
 
 class AsyncResult(ABC, Generic[R]):
     """The result of ``apply_async``/``map_async``/``starmap_async``, with the
-    methods of :class:`multiprocessing.pool.AsyncResult`."""
+    methods of :class:`multiprocessing.pool.AsyncResult`.
+
+    >>> with Pool(2) as p:
+    ...     result = p.apply_async(pow, (2, 10))
+    ...     isinstance(result, AsyncResult), result.get(timeout=10)
+    (True, 1024)
+    """
 
     @abstractmethod
     def ready(self) -> bool:
-        """Whether the call has completed (successfully or not)."""
+        """Whether the call has completed (successfully or not).
+
+        >>> with Pool(2) as p:
+        ...     result = p.apply_async(divmod, (7, 2))
+        ...     result.wait()
+        ...     result.ready()
+        True
+        """
 
     @abstractmethod
     def wait(self, timeout: Optional[float] = None) -> None:
-        """Wait until the result is ready or *timeout* seconds have passed."""
+        """Wait until the result is ready or *timeout* seconds have passed.
+
+        >>> import time
+        >>> with Pool(2) as p:
+        ...     result = p.apply_async(time.sleep, (10,))
+        ...     result.wait(timeout=0.01)   # returns after 0.01 s
+        ...     result.ready()
+        False
+        """
 
     @abstractmethod
     def _outcome(self) -> R:
@@ -224,7 +245,15 @@ class AsyncResult(ABC, Generic[R]):
 
     def successful(self) -> bool:
         """Whether the call completed without raising; :class:`ValueError` if
-        it is not ready yet."""
+        it is not ready yet.
+
+        >>> with Pool(2) as p:
+        ...     good = p.apply_async(int, ("7",))
+        ...     bad = p.apply_async(int, ("seven",))
+        ...     good.wait(); bad.wait()
+        ...     good.successful(), bad.successful()
+        (True, False)
+        """
         if not self.ready():
             raise ValueError(f"{self!r} not ready")
         return self._successful()
@@ -235,7 +264,20 @@ class AsyncResult(ABC, Generic[R]):
 
     def get(self, timeout: Optional[float] = None) -> R:
         """The result; the call's exception is raised again.  If it is not
-        ready within *timeout* seconds, :class:`multiprocessing.TimeoutError`."""
+        ready within *timeout* seconds, :class:`multiprocessing.TimeoutError`.
+
+        >>> with Pool(2) as p:
+        ...     p.apply_async(int, ("seven",)).get()   # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+            ...
+        ValueError: invalid literal for int() with base 10: 'seven'...
+        >>> import time
+        >>> with Pool(2) as p:
+        ...     p.apply_async(time.sleep, (10,)).get(timeout=0.01)
+        Traceback (most recent call last):
+            ...
+        multiprocessing.context.TimeoutError
+        """
         self.wait(timeout)
         if not self.ready():
             raise TimeoutError
@@ -244,7 +286,13 @@ class AsyncResult(ABC, Generic[R]):
 
 class ApplyResult(AsyncResult[R]):
     """``apply_async``'s result: a :class:`gilfree.AsyncResult` whose
-    ``get(timeout)`` raises :class:`multiprocessing.TimeoutError`."""
+    ``get(timeout)`` raises :class:`multiprocessing.TimeoutError`.
+
+    >>> with Pool(2) as p:
+    ...     result = p.apply_async(divmod, (7, 2))
+    ...     type(result).__name__, result.get()
+    ('ApplyResult', (3, 1))
+    """
 
     def __init__(self, inner: "gilfree.AsyncResult[R]") -> None:
         self._inner = inner
@@ -265,7 +313,13 @@ class ApplyResult(AsyncResult[R]):
 class MapResult(AsyncResult[List[R]]):
     """``map_async``/``starmap_async``'s result: the whole list, or the first
     exception.  The map runs on a helper thread that calls gilfree's ``map``;
-    the callback runs there before the result becomes ready."""
+    the callback runs there before the result becomes ready.
+
+    >>> with Pool(2) as p:
+    ...     result = p.map_async(abs, [-1, -2, 3])
+    ...     type(result).__name__, result.get()
+    ('MapResult', [1, 2, 3])
+    """
 
     def __init__(self, callback: Optional[Callable[[List[R]], Any]],
                  error_callback: Optional[Callable[[BaseException], Any]]) -> None:
@@ -317,7 +371,13 @@ class IMapIterator(Iterator[R]):
 
     Without a timeout the next result is taken in the calling thread; a
     timed ``next`` hands the wait to a helper thread, whose result (if it
-    comes after the timeout) is kept for the next call."""
+    comes after the timeout) is kept for the next call.
+
+    >>> with Pool(2) as p:
+    ...     it = p.imap(abs, [-1, -2, 3])
+    ...     type(it).__name__, list(it)
+    ('IMapIterator', [1, 2, 3])
+    """
 
     def __init__(self, inner: Iterator[R], helpers: _Helpers) -> None:
         self._inner = inner
@@ -333,7 +393,19 @@ class IMapIterator(Iterator[R]):
     def next(self, timeout: Optional[float] = None) -> R:
         """The next result (the worker's exception is raised at its position;
         iterating further goes on); :class:`multiprocessing.TimeoutError` if
-        it does not come within *timeout* seconds."""
+        it does not come within *timeout* seconds.
+
+        >>> with Pool(2) as p:
+        ...     it = p.imap(abs, [-1, -2])
+        ...     it.next(), it.next(timeout=10)
+        (1, 2)
+        >>> import time
+        >>> with Pool(1) as p:
+        ...     p.imap(time.sleep, [10]).next(timeout=0.01)
+        Traceback (most recent call last):
+            ...
+        multiprocessing.context.TimeoutError
+        """
         if not self._lock.acquire(timeout=-1 if timeout is None else max(timeout, 0.0)):
             raise TimeoutError
         try:
@@ -411,7 +483,13 @@ class IMapIterator(Iterator[R]):
 
 
 class IMapUnorderedIterator(IMapIterator[R]):
-    """``imap_unordered``'s results, in completion order."""
+    """``imap_unordered``'s results, in completion order.
+
+    >>> with Pool(2) as p:
+    ...     it = p.imap_unordered(abs, [-1, -2, 3])
+    ...     type(it).__name__, sorted(it)
+    ('IMapUnorderedIterator', [1, 2, 3])
+    """
 
 
 # --------------------------------------------------------------------------
@@ -428,6 +506,11 @@ class Pool:
     ``maxtasksperchild``: a worker ends after that many tasks and a fresh one
     replaces it; ``context``: a :mod:`multiprocessing` context whose start
     method starts the workers.
+
+    >>> import os
+    >>> with Pool(2) as p:
+    ...     p.apply(os.getpid) != os.getpid()   # another process
+    True
     """
 
     def __init__(
@@ -498,7 +581,12 @@ class Pool:
     # -- the standard library's methods ------------------------------------
 
     def apply(self, func: Callable[..., R], args: Iterable[Any] = (), kwds: Mapping[str, Any] = {}) -> R:  # noqa: B006
-        """``func(*args, **kwds)`` in a worker; blocks for the result."""
+        """``func(*args, **kwds)`` in a worker; blocks for the result.
+
+        >>> with Pool(2) as p:
+        ...     p.apply(divmod, (7, 2))
+        (3, 1)
+        """
         return self._check_running().apply(func, tuple(args), dict(kwds))
 
     def apply_async(self, func: Callable[..., R], args: Iterable[Any] = (), kwds: Mapping[str, Any] = {},  # noqa: B006
@@ -506,52 +594,114 @@ class Pool:
                     error_callback: Optional[Callable[[BaseException], Any]] = None) -> ApplyResult[R]:
         """``func(*args, **kwds)`` in a worker, as an :class:`AsyncResult`;
         ``callback(result)`` or ``error_callback(exception)`` runs when it
-        completes, before the result becomes ready."""
+        completes, before the result becomes ready.
+
+        >>> seen = []
+        >>> with Pool(2) as p:
+        ...     result = p.apply_async(pow, (2, 10), callback=seen.append)
+        ...     result.get(timeout=10), seen
+        (1024, [1024])
+        """
         inner = self._check_running()
         return ApplyResult(inner.apply_async(func, tuple(args), dict(kwds), callback, error_callback))
 
     def map(self, func: Callable[[Any], R], iterable: Iterable[Any], chunksize: Optional[int] = None) -> List[R]:
         """``[func(x) for x in iterable]`` on the workers, in order.
-        ``chunksize=None`` lets gilfree size the chunks."""
+        ``chunksize=None`` lets gilfree size the chunks.
+
+        >>> with Pool(2) as p:
+        ...     p.map(str.upper, ["a", "b", "c"])
+        ['A', 'B', 'C']
+        """
         return self._check_running().map(func, self._sized(iterable), chunksize)
 
     def starmap(self, func: Callable[..., R], iterable: Iterable[Iterable[Any]],
                 chunksize: Optional[int] = None) -> List[R]:
-        """``[func(*args) for args in iterable]`` on the workers, in order."""
+        """``[func(*args) for args in iterable]`` on the workers, in order.
+
+        >>> with Pool(2) as p:
+        ...     p.starmap(pow, [(2, 3), (3, 2)])
+        [8, 9]
+        """
         return self._check_running().starmap(func, self._sized(iterable), chunksize)
 
     def map_async(self, func: Callable[[Any], R], iterable: Iterable[Any], chunksize: Optional[int] = None,
                   callback: Optional[Callable[[List[R]], Any]] = None,
                   error_callback: Optional[Callable[[BaseException], Any]] = None) -> MapResult[R]:
         """``map`` as an :class:`AsyncResult` of the whole list (``callback``
-        receives the list, ``error_callback`` the first exception)."""
+        receives the list, ``error_callback`` the first exception).
+
+        >>> with Pool(2) as p:
+        ...     p.map_async(abs, [-1, -2, 3]).get(timeout=10)
+        [1, 2, 3]
+        """
         return self._map_async(gilfree.Pool.map, func, iterable, chunksize, callback, error_callback)
 
     def starmap_async(self, func: Callable[..., R], iterable: Iterable[Iterable[Any]],
                       chunksize: Optional[int] = None, callback: Optional[Callable[[List[R]], Any]] = None,
                       error_callback: Optional[Callable[[BaseException], Any]] = None) -> MapResult[R]:
-        """``starmap`` as an :class:`AsyncResult` of the whole list."""
+        """``starmap`` as an :class:`AsyncResult` of the whole list.
+
+        >>> with Pool(2) as p:
+        ...     p.starmap_async(divmod, [(7, 2), (9, 4)]).get(timeout=10)
+        [(3, 1), (2, 1)]
+        """
         return self._map_async(gilfree.Pool.starmap, func, iterable, chunksize, callback, error_callback)
 
     def imap(self, func: Callable[[Any], R], iterable: Iterable[Any], chunksize: int = 1) -> IMapIterator[R]:
-        """``map``'s results one by one, in order (an :class:`IMapIterator`)."""
+        """``map``'s results one by one, in order (an :class:`IMapIterator`).
+
+        >>> with Pool(2) as p:
+        ...     for length in p.imap(len, ["a", "bb", "ccc"]):
+        ...         print(length)
+        1
+        2
+        3
+        """
         return self._imap(gilfree.Pool.imap, IMapIterator, func, iterable, chunksize)
 
     def imap_unordered(self, func: Callable[[Any], R], iterable: Iterable[Any],
                        chunksize: int = 1) -> IMapUnorderedIterator[R]:
-        """Like ``imap``, in the order the results complete."""
+        """Like ``imap``, in the order the results complete.
+
+        >>> with Pool(2) as p:
+        ...     sorted(p.imap_unordered(len, ["a", "bb", "ccc"]))
+        [1, 2, 3]
+        """
         return self._imap(gilfree.Pool.imap_unordered, IMapUnorderedIterator, func, iterable,  # type: ignore[return-value]
                           chunksize)
 
     def close(self) -> None:
         """No new work; the workers exit when the submitted work is done
-        (``join()`` waits for that)."""
+        (``join()`` waits for that).
+
+        >>> p = Pool(2)
+        >>> result = p.map_async(abs, [-1, -2])
+        >>> p.close()   # the submitted map still runs
+        >>> p.map(abs, [-3])
+        Traceback (most recent call last):
+            ...
+        ValueError: Pool not running
+        >>> p.join()
+        >>> result.get()
+        [1, 2]
+        """
         if self._state == RUN:
             self._state = CLOSE
 
     def terminate(self) -> None:
         """Stop the workers now; pending results raise
-        :class:`concurrent.futures.CancelledError`."""
+        :class:`concurrent.futures.CancelledError`.
+
+        >>> import time
+        >>> p = Pool(2)
+        >>> result = p.apply_async(time.sleep, (10,))
+        >>> p.terminate()   # does not wait for the sleep
+        >>> result.get()   # doctest: +IGNORE_EXCEPTION_DETAIL
+        Traceback (most recent call last):
+            ...
+        concurrent.futures.CancelledError: the pool was terminated before this task finished
+        """
         self._state = TERMINATE
         inner = self._gilfree
         if inner is not None:
@@ -561,7 +711,19 @@ class Pool:
 
     def join(self) -> None:
         """Wait for the workers to exit; :class:`ValueError` before
-        ``close()`` or ``terminate()``."""
+        ``close()`` or ``terminate()``.
+
+        >>> p = Pool(2)
+        >>> result = p.apply_async(pow, (2, 8))
+        >>> p.join()
+        Traceback (most recent call last):
+            ...
+        ValueError: Pool is still running
+        >>> p.close()
+        >>> p.join()   # the submitted work is done, the workers have exited
+        >>> result.ready(), result.get()
+        (True, 256)
+        """
         if self._state == RUN:
             raise ValueError("Pool is still running")
         inner = self._gilfree
