@@ -171,6 +171,7 @@ def test_large_input(pool, method, source):
     check_results(method, got, [x * x for x in range(n)])
 
 
+@pytest.mark.not_on_dask("100,000 one-item Dask tasks: about a millisecond of scheduling each, minutes in all")
 def test_large_input_chunksize_one(pool):
     n = 10**5
     assert pool.map(add_one, range(n), chunksize=1) == list(range(1, n + 1))
@@ -550,6 +551,26 @@ def test_terminate_then_join(pool):
     pool.join()
 
 
+def test_terminate_cancels_the_futures_of_calls_that_never_started(pool):
+    import time
+
+    # At most two calls per worker have started (processes send one call
+    # ahead); the rest never did, and terminate() leaves their futures
+    # cancelled, as concurrent.futures does: cancelled() is True, wait()
+    # and as_completed() see them done.
+    futures = [pool.submit(time.sleep, 0.3) for _ in range(12)]
+    pool.terminate()
+    pool.join()
+    done, not_done = cf.wait(futures, timeout=10)
+    assert not not_done
+    cancelled = [f for f in futures if f.cancelled()]
+    assert len(cancelled) >= len(futures) - 2 * pool.workers
+    for f in futures:
+        if not f.cancelled():
+            # Started: it finished, or it was stopped with the pool.
+            assert f.exception() is None or isinstance(f.exception(), cf.CancelledError)
+
+
 def test_context_manager_returns_pool_and_finishes_work(backend, recorder):
     with gilfree.Pool(2, backend=backend) as p:
         assert isinstance(p, gilfree.Pool)
@@ -595,6 +616,7 @@ def test_oneshot_map_keyword_only():
 # Nested use and many callers
 
 
+@pytest.mark.not_on_dask("a task that waits on a pool of the same cluster holds a worker thread; on 2 threads it deadlocks (Dask tasks use worker_client/secede for that)")
 def test_task_creates_its_own_pool(pool, backend):
     assert pool.map(functools.partial(nested_pool_sum, backend), [10, 20, 0]) == [
         sum(x * x for x in range(10)),
@@ -603,6 +625,7 @@ def test_task_creates_its_own_pool(pool, backend):
     ]
 
 
+@pytest.mark.not_on_dask("a task that waits on a pool of the same cluster holds a worker thread; on 2 threads it deadlocks (Dask tasks use worker_client/secede for that)")
 def test_task_uses_oneshot_map(pool, backend):
     assert pool.map(functools.partial(nested_oneshot, backend), [3, 4]) == [[0, 1, 4], [0, 1, 4, 9]]
 

@@ -356,6 +356,31 @@ gfx_future_ensure_running(gfx_state *st, PyObject *fut)
 }
 
 int
+gfx_future_cancel_if_pending(gfx_state *st, PyObject *fut)
+{
+    int pending, running;
+    if (state_is(st, fut, &pending, &running) < 0) {
+        return -1;
+    }
+    if (!pending) {
+        return 0;
+    }
+    /* The base class's cancel(): ours would ask the pool to withdraw the
+     * call, and the pool is what is cancelling it. */
+    PyObject *r = PyObject_CallOneArg(st->base_cancel, fut);
+    if (r == NULL) {
+        return -1;
+    }
+    Py_DECREF(r);
+    r = PyObject_CallMethodNoArgs(fut, st->str_set_running_or_notify_cancel);
+    if (r == NULL) {
+        return -1;
+    }
+    Py_DECREF(r);
+    return 1;
+}
+
+int
 gfx_future_bind_pool(gfx_state *st, PyObject *fut, PyObject *pool)
 {
     if (st->LazyFuture_Type == NULL ||

@@ -422,6 +422,11 @@ int gfx_future_set_running(gfx_state *st, PyObject *fut);
 /* Like gfx_future_set_running, but a future already RUNNING (cancel()
  * found its call under way) is fine: 1. */
 int gfx_future_ensure_running(gfx_state *st, PyObject *fut);
+/* A call that never started was cancelled by terminate(): if the future is
+ * still PENDING, cancel it as an executor does (cancel(), then
+ * set_running_or_notify_cancel()).  1 if it did, 0 if the future had
+ * started or finished, -1 on error. */
+int gfx_future_cancel_if_pending(gfx_state *st, PyObject *fut);
 /* Process backend: the future of a submit() is bound to its pool, so that
  * cancel() can withdraw the call if it has not been sent. */
 int gfx_future_bind_pool(gfx_state *st, PyObject *fut, PyObject *pool);
@@ -666,6 +671,11 @@ PyObject *gfx_asyncresult_new_remote(gfx_state *st, PyObject *fn,
 /* Settle it (steals `value`): ok = result, else an exception already
  * decorated.  Runs the callbacks.  With the GIL. */
 void gfx_asyncresult_finish(PyObject *ar, PyObject *value, int ok);
+/* _core._pending_result / _core._settle_result (the Dask backend). */
+PyObject *gfx_pending_result(PyObject *module, PyObject *const *args,
+                             Py_ssize_t nargs);
+PyObject *gfx_settle_result(PyObject *module, PyObject *const *args,
+                            Py_ssize_t nargs);
 
 /* Decorate an exception from a worker process: __cause__ = RemoteTraceback
  * with `tb_text`, a note with the function and the input index. */

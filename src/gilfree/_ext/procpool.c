@@ -561,6 +561,7 @@ handle_death_locked(gfx_engine *e, gfx_pslot *s)
         int was_held = (t->id == held) || (s->timeout_task == t->id);
         if (atomic_load(&e->terminating)) {
             t->outcome = OUT_CANCELLED;
+            t->pid = s->pid;  /* it was sent: it counts as started */
             deliver_locked(e, t);
             t = next;
             continue;
@@ -1248,6 +1249,7 @@ engine_destroy(PoolObject *pool, int kill_workers)
             while (t != NULL) {
                 gfx_ptask *next = t->next;
                 t->outcome = OUT_CANCELLED;
+                t->pid = s->pid;  /* it was sent: it counts as started */
                 deliver_locked(e, t);
                 t = next;
             }

@@ -71,7 +71,7 @@ typedef struct gfx_ptask {
     int64_t died_index;
     int64_t compute_ns;
     int64_t bytes;           /* encoded size, buffers included */
-    pid_t pid;
+    pid_t pid;               /* the worker it went to (0: never sent) */
 } gfx_ptask;
 
 /* Where a map's chunks arrive.  Refcounted without the GIL: the job holds

@@ -289,6 +289,17 @@ gfx_pp_settle_one(gfx_engine *e, gfx_ptask *t)
         gfx_asyncresult_finish(t->owner, value, ok);
     }
     else {
+        /* terminate() before it was sent: cancelled, as the thread pool
+         * and concurrent.futures leave a call that never started. */
+        int cancelled = t->outcome == OUT_CANCELLED && t->pid == 0
+                            ? gfx_future_cancel_if_pending(st, t->owner) : 0;
+        if (cancelled != 0) {
+            if (cancelled < 0) {
+                PyErr_WriteUnraisable(t->owner);
+            }
+            Py_XDECREF(value);
+            return;
+        }
         /* RUNNING already if cancel() found it sent. */
         int run = gfx_future_ensure_running(st, t->owner);
         int rc = 0;
