@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple
 
 from . import _probe
@@ -159,6 +159,8 @@ def probe_first_items(fn: Callable[..., Any], iterable: Iterable[Any], star: boo
     if not ok:
         raise value
     taken, results, error = value
+    # The probe ran the helper that calls fn item by item: name fn.
+    probe = replace(probe, function=_probe._describe(fn))
     remaining = None if remaining_total is None else remaining_total - len(taken)
     decision = decide(fn, probe, max(1, len(taken)), remaining, processes_running)
     return decision, taken, results, it, error

@@ -454,7 +454,16 @@ class AutoPool(Pool):
         retries: int = 0,
         inner_threads: Optional[int] = None,
         insights: bool = False,
+        **lifecycle: Any,
     ) -> None:
+        # Pool.__new__ sends here only calls whose lifecycle options are
+        # all at their defaults (Pool(initializer=None) is a plain pool);
+        # anything else is an unknown keyword, reported as Pool's.
+        for name in lifecycle:
+            if name not in LIFECYCLE_OPTIONS:
+                raise TypeError(f"Pool() got an unexpected keyword argument {name!r}")
+        lifecycle_spec(workers if isinstance(workers, int) and not isinstance(workers, bool)
+                       and workers >= 1 else usable_cpus(), lifecycle)
         # Check the process options now, although they only apply if
         # processes are chosen (the fork warning comes when they start).
         process_options("processes", start_method, task_timeout, retries, warn_fork=False)

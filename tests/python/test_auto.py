@@ -54,6 +54,7 @@ def test_gil_holding_function_goes_to_processes():
         assert d.backend == "processes" and d.probe is not None
         assert d.probe.gil_held > 0.5 and not d.probe.releases_gil
         assert d.items_probed >= 1 and d.seconds_per_item > 0
+        assert d.probe.function.endswith("holds"), d.probe.function  # the user's function
         assert "GIL" in d.reason and "holds" in str(d) or "held" in str(d)
         assert len(pool.pids) == 2
         # The decision is remembered: the next map of holds goes there directly.
@@ -253,3 +254,23 @@ def test_short_single_calls_are_measured_once(monkeypatch):
         assert pool.decision is not None and pool.decision.backend == "threads"
         assert "too little to measure" in pool.decision.reason
     assert len(calls) == 1
+
+
+@pytest.mark.parametrize("option,default", [
+    ("initializer", None), ("initargs", ()), ("worker_exit", None), ("worker_state", False),
+    ("pass_worker_id", False), ("max_tasks_per_worker", None), ("cpu_affinity", None),
+    ("init_timeout", None), ("exit_timeout", None),
+])
+def test_lifecycle_options_at_their_defaults_keep_the_auto_pool(option, default):
+    # Code that passes an option's default explicitly (a wrapper forwarding
+    # its own arguments) gets the same pool as code that leaves it out.
+    with gilfree.Pool(2, **{option: default}) as pool:
+        assert isinstance(pool, gilfree._pool.AutoPool)
+        assert pool.map(abs, [-1, -2]) == [1, 2]
+
+
+def test_unknown_keyword_is_reported_as_pools():
+    with pytest.raises(TypeError, match=r"^Pool\(\) got an unexpected keyword argument 'colour'$"):
+        gilfree.Pool(2, colour="red")
+    with pytest.raises(ValueError, match="initargs given without an initializer"):
+        gilfree.Pool(2, initargs=(1,))
