@@ -85,8 +85,9 @@ class GilfreeBackend(AutoBatchingMixin, ParallelBackendBase):
 
     @property
     def supports_sharedmem(self) -> bool:
-        """Threads share memory; joblib asks before require="sharedmem"."""
-        return self.backend == "threads"
+        """Threads share memory; joblib asks before require="sharedmem".
+        An auto backend then runs on threads (see configure), so it can."""
+        return self.backend in ("threads", "auto")
 
     def effective_n_jobs(self, n_jobs: Optional[int]) -> int:
         if n_jobs == 0:

@@ -84,10 +84,23 @@ def test_processes_and_threads_really_are():
 
 
 def test_require_sharedmem_runs_on_threads():
+    import threading
+
     seen = []
+
+    def note(i):
+        # The OS thread's name (gilfree's threads are native: Python
+        # calls them Dummy-N).
+        with open(f"/proc/self/task/{threading.get_native_id()}/comm") as f:
+            seen.append((i, f.read().strip()))
+
     with parallel_config(backend="gilfree", n_jobs=2, require="sharedmem"):
-        Parallel()(delayed(seen.append)(i) for i in range(10))
-    assert sorted(seen) == list(range(10))
+        p = Parallel()
+        p(delayed(note)(i) for i in range(10))
+        # gilfree's own worker threads, not joblib's threading fallback.
+        assert isinstance(p._backend, gilfree.joblib.GilfreeBackend)
+    assert sorted(i for i, _ in seen) == list(range(10))
+    assert all(name.startswith("gilfree") for _, name in seen), seen
 
 
 def test_inner_max_num_threads_limits_blas():
