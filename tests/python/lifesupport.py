@@ -137,3 +137,9 @@ def tick(state, x):
     state["n"] = state.get("n", 0) + 1
     time.sleep(0.001)
     return state["n"]
+
+
+def init_sleep_then_fail(seconds):
+    """An initializer that fails after the first calls have been queued."""
+    time.sleep(seconds)
+    raise LookupError("the model file is missing")

@@ -103,22 +103,6 @@ ALL_DOCS = _all_docs()
 # Public names that have no example, and why.  test_every_public_name_has_an_example
 # fails for any other name without one, and for an entry here that is stale.
 NO_EXAMPLE: Dict[str, str] = {
-    # -- Docstrings written in C (src/gilfree/_ext/*.c), not edited here: the
-    #    examples for these belong there.
-    "gilfree.usable_cpus": "C function (module.c)",
-    "gilfree.AsyncResult.get": "C method (asyncresult.c)",
-    "gilfree.AsyncResult.wait": "C method (asyncresult.c)",
-    "gilfree.AsyncResult.ready": "C method (asyncresult.c)",
-    "gilfree.AsyncResult.successful": "C method (asyncresult.c)",
-    "gilfree.MapIterator.close": "C method (mapjob.c)",
-    "gilfree.Pool.close": "C method (pool.c); every `with gilfree.Pool(...)` example closes the pool",
-    "gilfree.Pool.join": "C method (pool.c); the Python override adds no docstring",
-    "gilfree.Pool.terminate": "C method (pool.c); the Python override adds no docstring",
-    "gilfree.InitializerError": "C exception (module.c)",
-    "gilfree.RemoteTraceback": "C exception (module.c)",
-    "gilfree.TaskTimeoutError": "C exception (module.c); an example needs a task killed after a timeout",
-    "gilfree.WorkerDiedError": "C exception (module.c)",
-    "gilfree.WorkerExitError": "C exception (module.c)",
     # -- Not sensible.
     "gilfree.PoolTerminated": "callers never see it (a C exception, module.c): a cancelled call "
                               "raises concurrent.futures.CancelledError chained to it",

@@ -397,3 +397,20 @@ def test_join_after_recycling_never_hangs():
                   max_tasks_per_worker=3, worker_exit=ls.exit_state) as pool:
             pool.map(ls.count_call, range(12), chunksize=1)
         assert sum(n for _, n in pool.exit_results()) == 12
+
+
+@pytest.mark.not_on_dask("the dask backend refuses initializer=")
+def test_a_call_queued_before_the_initializer_fails_gets_its_cause(backend):
+    # The call was waiting when the initializer failed: its InitializerError
+    # still has the initializer's exception as __cause__ (it was replaced
+    # by the call's own worker traceback on the thread backend).
+    pool = gilfree.Pool(1, backend, initializer=ls.init_sleep_then_fail, initargs=(0.3,))
+    try:
+        pending = pool.apply_async(abs, (-1,))
+        with pytest.raises(gilfree.InitializerError) as info:
+            pending.get(timeout=30)
+        assert isinstance(info.value.__cause__, LookupError), repr(info.value.__cause__)
+        assert "the model file is missing" in str(info.value)
+    finally:
+        pool.terminate()
+        pool.join()

@@ -418,7 +418,11 @@ PyDoc_STRVAR(AR_get_doc,
 "get($self, /, timeout=None)\n--\n\n"
 "Return the result, or raise the exception the call raised.\n\n"
 "Raises TimeoutError if the result is not ready within *timeout* seconds.\n"
-"Waits with the GIL released; Ctrl-C raises KeyboardInterrupt.");
+"Waits with the GIL released; Ctrl-C raises KeyboardInterrupt.\n\n"
+">>> import gilfree\n"
+">>> with gilfree.Pool(2, \"threads\") as pool:\n"
+"...     pool.apply_async(divmod, (7, 2)).get(timeout=5)\n"
+"(3, 1)");
 
 static PyObject *
 AR_get(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
@@ -436,7 +440,13 @@ AR_get(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
 
 PyDoc_STRVAR(AR_wait_doc,
 "wait($self, /, timeout=None)\n--\n\n"
-"Wait until the result is ready or *timeout* seconds pass.  Returns None.");
+"Wait until the result is ready or *timeout* seconds pass.  Returns None.\n\n"
+">>> import gilfree\n"
+">>> with gilfree.Pool(2, \"threads\") as pool:\n"
+"...     result = pool.apply_async(pow, (2, 10))\n"
+"...     result.wait(timeout=5)\n"
+"...     result.ready()\n"
+"True");
 
 static PyObject *
 AR_wait(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
@@ -456,7 +466,15 @@ AR_wait(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
 }
 
 PyDoc_STRVAR(AR_ready_doc,
-"ready($self, /)\n--\n\nReturn whether the call has finished.");
+"ready($self, /)\n--\n\nReturn whether the call has finished.\n\n"
+">>> import time, gilfree\n"
+">>> with gilfree.Pool(1, \"threads\") as pool:\n"
+"...     slow = pool.apply_async(time.sleep, (0.2,))\n"
+"...     slow.ready()\n"
+"...     slow.get()\n"
+"...     slow.ready()\n"
+"False\n"
+"True");
 
 static PyObject *
 AR_ready(PyObject *op, PyObject *Py_UNUSED(ignored))
@@ -467,7 +485,15 @@ AR_ready(PyObject *op, PyObject *Py_UNUSED(ignored))
 PyDoc_STRVAR(AR_successful_doc,
 "successful($self, /)\n--\n\n"
 "Return whether the call finished without raising.\n\n"
-"Raises ValueError if it has not finished yet.");
+"Raises ValueError if it has not finished yet.\n\n"
+">>> import gilfree\n"
+">>> with gilfree.Pool(2, \"threads\") as pool:\n"
+"...     good = pool.apply_async(abs, (-1,))\n"
+"...     bad = pool.apply_async(int, (\"x\",))\n"
+"...     good.wait(5)\n"
+"...     bad.wait(5)\n"
+"...     good.successful(), bad.successful()\n"
+"(True, False)");
 
 static PyObject *
 AR_successful(PyObject *op, PyObject *Py_UNUSED(ignored))

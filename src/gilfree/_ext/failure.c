@@ -65,6 +65,13 @@ static int
 decorate_with(gfx_state *st, PyObject *exc, PyObject *fn, Py_ssize_t index,
               PyObject *tb_text, long pid)
 {
+    if (st->InitializerError != NULL &&
+        PyObject_TypeCheck(exc, (PyTypeObject *)st->InitializerError)) {
+        /* Not the call's own error: a call that was waiting when a worker's
+         * initializer failed gets the pool's InitializerError, whose cause
+         * (the initializer's exception and traceback) must stay. */
+        return 0;
+    }
     PyObject *name = fn ? gfx_callable_name(fn) : NULL;
     if (name == NULL) {
         PyErr_Clear();

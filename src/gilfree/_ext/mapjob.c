@@ -1204,7 +1204,15 @@ MapIter_iternext(PyObject *op)
 
 PyDoc_STRVAR(MapIter_close_doc,
 "close($self, /)\n--\n\n"
-"Stop: cancel the work not yet started; further next() ends iteration.");
+"Stop: cancel the work not yet started; further next() ends iteration.\n\n"
+">>> import gilfree\n"
+">>> with gilfree.Pool(2, \"threads\") as pool:\n"
+"...     it = pool.imap(abs, range(-10**9, 0))   # far more than needed\n"
+"...     next(it)\n"
+"...     it.close()\n"
+"...     list(it)\n"
+"1000000000\n"
+"[]");
 
 static PyObject *
 MapIter_close(PyObject *op, PyObject *Py_UNUSED(ignored))

@@ -209,7 +209,10 @@ PyDoc_STRVAR(usable_cpus_doc,
 "Return the number of CPUs this process may use.\n\n"
 "Counts the CPUs in the scheduler affinity mask and lowers that to a cgroup\n"
 "CPU quota (containers), rounded up; never less than 1.  This is what\n"
-"``Pool(workers=None)`` uses.");
+"``Pool(workers=None)`` uses.\n\n"
+">>> import gilfree\n"
+">>> gilfree.usable_cpus() >= 1\n"
+"True");
 
 static PyObject *
 usable_cpus(PyObject *module, PyObject *Py_UNUSED(ignored))
@@ -255,7 +258,14 @@ PyDoc_STRVAR(RemoteTraceback_doc,
 "The formatted traceback of an exception raised on a worker.\n\n"
 "gilfree re-raises a worker's exception in the caller with this as its\n"
 "``__cause__``, so the worker-side frames and the failing input's index\n"
-"are shown.");
+"are shown.\n\n"
+">>> import gilfree\n"
+">>> with gilfree.Pool(2, \"processes\") as pool:\n"
+"...     try:\n"
+"...         pool.apply(int, (\"x\",))\n"
+"...     except ValueError as exc:\n"
+"...         print(type(exc.__cause__).__name__)\n"
+"RemoteTraceback");
 
 PyDoc_STRVAR(PoolTerminated_doc,
 "Raised inside a call that is still running when Pool.terminate() is\n"
@@ -267,26 +277,59 @@ PyDoc_STRVAR(WorkerDiedError_doc,
 "A worker process died (killed by a signal, crashed, or exited) while\n"
 "running a task.  Only the tasks it held fail; the worker is replaced.\n\n"
 "Attributes: pid, exitcode (or None), signal and signal_name (or None),\n"
-"index (the input index it ran, or None for apply/submit).");
+"index (the input index it ran, or None for apply/submit).\n\n"
+">>> import os, gilfree\n"
+">>> with gilfree.Pool(1, \"processes\") as pool:\n"
+"...     try:\n"
+"...         pool.apply(os._exit, (3,))\n"
+"...     except gilfree.WorkerDiedError as exc:\n"
+"...         print(exc.exitcode, exc.signal_name, exc.index)\n"
+"...     pool.apply(abs, (-2,))     # a new worker took its place\n"
+"3 None None\n"
+"2");
 
 PyDoc_STRVAR(TaskTimeoutError_doc,
 "A task ran longer than the pool's task_timeout: its worker process was\n"
 "killed (which stops C code and sleeps too) and replaced.  Same\n"
-"attributes as WorkerDiedError, plus timeout (seconds).");
+"attributes as WorkerDiedError, plus timeout (seconds).\n\n"
+">>> import time, gilfree\n"
+">>> with gilfree.Pool(1, \"processes\", task_timeout=0.5) as pool:\n"
+"...     try:\n"
+"...         pool.apply(time.sleep, (30,))\n"
+"...     except gilfree.TaskTimeoutError as exc:\n"
+"...         print(exc.timeout, exc.signal_name)\n"
+"0.5 SIGKILL");
 
 PyDoc_STRVAR(InitializerError_doc,
 "A worker's initializer raised, timed out (init_timeout) or killed its\n"
 "worker.  The pool stops accepting work: calls waiting on that worker and\n"
 "later calls raise it.  ``__cause__`` is the initializer's own exception\n"
 "(with the worker's traceback), when there is one.  Attribute: worker\n"
-"(the worker id).");
+"(the worker id).\n\n"
+">>> import gilfree\n"
+">>> pool = gilfree.Pool(1, \"threads\", initializer=int, initargs=(\"x\",))\n"
+">>> try:\n"
+"...     pool.apply(abs, (-1,))\n"
+"... except gilfree.InitializerError as exc:\n"
+"...     print(exc.worker, type(exc.__cause__).__name__)\n"
+"0 ValueError\n"
+">>> pool.terminate()\n"
+">>> pool.join()");
 
 PyDoc_STRVAR(WorkerExitError_doc,
 "A worker's exit function (worker_exit=) raised, timed out (exit_timeout)\n"
 "or killed its worker.  Raised by join() once every worker has ended;\n"
 "the exit results that did come back are in exit_results().\n"
 "``__cause__`` is the exit function's own exception, when there is one.\n"
-"Attribute: worker (the worker id).");
+"Attribute: worker (the worker id).\n\n"
+">>> import gilfree\n"
+">>> pool = gilfree.Pool(1, \"threads\", worker_exit=next)   # next() raises\n"
+">>> pool.close()\n"
+">>> try:\n"
+"...     pool.join()\n"
+"... except gilfree.WorkerExitError as exc:\n"
+"...     print(exc.worker, type(exc.__cause__).__name__)\n"
+"0 TypeError");
 
 static PyObject *
 import_attr(const char *module, const char *name)

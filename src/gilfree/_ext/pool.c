@@ -869,7 +869,14 @@ Pool_dealloc(PyObject *op)
 PyDoc_STRVAR(Pool_close_doc,
 "close($self, /)\n--\n\n"
 "Refuse new work.  Work already submitted still runs; call join() to wait\n"
-"for it and for the worker threads to exit.  Idempotent.");
+"for it and for the worker threads to exit.  Idempotent.\n\n"
+">>> import gilfree\n"
+">>> pool = gilfree.Pool(2, \"threads\")\n"
+">>> pending = pool.apply_async(pow, (2, 10))\n"
+">>> pool.close()\n"
+">>> pool.join()\n"
+">>> pending.get()\n"
+"1024");
 
 static PyObject *
 Pool_close(PyObject *op, PyObject *Py_UNUSED(ignored))
@@ -887,7 +894,14 @@ PyDoc_STRVAR(Pool_join_doc,
 "join($self, /)\n--\n\n"
 "Wait until all submitted work is done and every worker thread has exited.\n\n"
 "Must follow close() or terminate() (ValueError otherwise).  Releases the\n"
-"GIL while it waits and raises KeyboardInterrupt on Ctrl-C.");
+"GIL while it waits and raises KeyboardInterrupt on Ctrl-C.\n\n"
+">>> import gilfree\n"
+">>> pool = gilfree.Pool(2, \"threads\")\n"
+">>> results = [pool.apply_async(abs, (-i,)) for i in range(3)]\n"
+">>> pool.close()\n"
+">>> pool.join()               # every call has finished\n"
+">>> [r.ready() for r in results]\n"
+"[True, True, True]");
 
 static PyObject *
 Pool_join(PyObject *op, PyObject *Py_UNUSED(ignored))
@@ -1028,7 +1042,18 @@ PyDoc_STRVAR(Pool_terminate_doc,
 "A running call is interrupted at its next Python bytecode (a call blocked\n"
 "inside C code finishes first: threads cannot be killed).\n"
 "Cancelled AsyncResults raise concurrent.futures.CancelledError from\n"
-"get(); cancelled futures are cancelled.");
+"get(); cancelled futures are cancelled.\n\n"
+">>> import gilfree\n"
+">>> def spin():\n"
+"...     while True:             # Python code: it can be interrupted\n"
+"...         pass\n"
+">>> pool = gilfree.Pool(1, \"threads\")\n"
+">>> running = pool.apply_async(spin)\n"
+">>> queued = pool.submit(abs, -1)\n"
+">>> pool.terminate()\n"
+">>> pool.join()\n"
+">>> queued.cancelled()\n"
+"True");
 
 static PyObject *
 Pool_terminate(PyObject *op, PyObject *Py_UNUSED(ignored))
