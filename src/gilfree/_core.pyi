@@ -28,6 +28,13 @@ def _probe_call(
     fn: Callable[..., Any], args: Tuple[Any, ...], kwargs: Optional[Mapping[str, Any]], /
 ) -> Tuple[bool, Any, int, int, int, int, int, int, int]: ...
 
+def _pending_result(
+    fn: Callable[..., Any],
+    callback: Optional[Callable[[Any], object]],
+    error_callback: Optional[Callable[[BaseException], object]],
+    /,
+) -> "AsyncResult[Any]": ...
+def _settle_result(async_result: "AsyncResult[Any]", ok: bool, value: Any, /) -> None: ...
 def _worker_main(
     memfd: int, poolfd: int, sockfd: int, pool_pidfd: int, pool_pid: int, slot: int, /
 ) -> None: ...

@@ -62,6 +62,18 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+BACKENDS = ("auto", "threads", "processes", "dask")
+
+
+def _check_backend(backend: Any) -> None:
+    """Refuse an unknown backend name here, naming every backend (the C
+    core only knows its own two)."""
+    if backend is None or (isinstance(backend, str) and backend in BACKENDS):
+        return
+    names = ", ".join(repr(name) for name in BACKENDS)
+    raise ValueError(f"Pool(): unknown backend {backend!r}; available backends: {names}")
+
+
 class Pool(_core.Pool):
     """Run a Python function over many inputs on every CPU core.
 
@@ -105,7 +117,12 @@ class Pool(_core.Pool):
     """
 
     def __new__(cls, workers: Optional[int] = None, backend: str = "auto", **options: Any) -> "Pool":
-        if cls is Pool and backend == "auto" and not _has_lifecycle(options):
+        _check_backend(backend)
+        if cls is Pool and backend == "dask":
+            from ._dask import DaskPool  # imports distributed only when it starts a pool
+
+            cls = DaskPool
+        elif cls is Pool and backend == "auto" and not _has_lifecycle(options):
             cls = AutoPool
         return super().__new__(cls)
 

@@ -29,7 +29,17 @@ if str(HERE) not in sys.path:  # --import-mode=importlib does not add it
 
 import gfsupport  # noqa: E402
 
-BACKENDS = ["threads", "processes"]
+
+
+def _dask_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("distributed") is not None
+
+
+# "dask" runs on one session-wide LocalCluster (the `dask_client` fixture);
+# only where the optional extra is installed (pip install gilfree[dask]).
+BACKENDS = ["threads", "processes"] + (["dask"] if _dask_installed() else [])
 
 LEAK_GRACE_S = 2.0
 
@@ -39,6 +49,20 @@ def pytest_configure(config):
     # then does nothing; pip install pytest-timeout to enforce the bounds).
     if not config.pluginmanager.hasplugin("timeout"):
         config.addinivalue_line("markers", "timeout(seconds): per-test time limit (pytest-timeout)")
+    config.addinivalue_line(
+        "markers", "dask: the test uses the session's Dask cluster (started before its leak baseline)")
+    config.addinivalue_line(
+        "markers", "not_on_dask(reason): the test cannot apply to backend='dask' (skipped there, with the reason)")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is None or callspec.params.get("backend") != "dask":
+            continue
+        marker = item.get_closest_marker("not_on_dask")
+        if marker is not None:
+            item.add_marker(pytest.mark.skip(reason=f"backend='dask': {marker.args[0]}"))
 
 
 # --------------------------------------------------------------------------
@@ -64,8 +88,66 @@ def _mp_services():
     yield
 
 
+_dask_running = False  # the session's Dask cluster is up (the dask_client fixture)
+
+
+def _uses_dask(request) -> bool:
+    callspec = getattr(request.node, "callspec", None)
+    if callspec is not None and callspec.params.get("backend") == "dask":
+        return True
+    return request.node.get_closest_marker("dask") is not None
+
+
+@pytest.fixture(scope="session")
+def dask_client():
+    """One LocalCluster for the session (2 single-threaded worker processes,
+    loopback only, no dashboard), its Client the default one: a
+    gilfree.Pool(backend="dask") without client= uses it.  Started on the
+    first Dask test, before that test's leak baseline; warmed up so that the
+    threads and connections Dask opens on first use are part of it."""
+    global _dask_running
+    import dask
+    import distributed
+
+    import gilfree
+
+    with dask.config.set({"distributed.scheduler.worker-saturation": 1.0}):
+        # No dashboard; the scheduler's HTTP endpoints on a free loopback
+        # port (the default, 8787, may be taken: Dask would warn).
+        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                           host="127.0.0.1", dashboard_address=None,
+                                           scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
+    client = distributed.Client(cluster)
+    _dask_running = True
+    with gilfree.Pool(2, backend="dask", client=client, shared=b"x" * 100, task_timeout=60) as warm:
+        warm.map(gfsupport.count_args, range(300))
+        list(warm.imap_unordered(gfsupport.count_args, range(50), chunksize=1))
+        warm.apply_async(gfsupport.count_args, (2,), callback=gfsupport.identity).get(timeout=60)
+        warm.submit(gfsupport.count_args, 3).result(timeout=60)
+        warm.apply_async(gfsupport.sleep_return, (5,)) and None  # cancelled by terminate() below
+        warm.pids
+        warm.terminate()
+    client.get_events("gilfree-warm-up")
+    gfsupport.wait_until(lambda: False, timeout=0.5)
+    # The scheduler, nannies and client in this process make the heap large:
+    # every test's leak check runs gc.collect(), which would walk all of it
+    # (~80 ms a test).  Their objects live as long as the session: out of
+    # the collector's sight until the end.
+    gc.collect()
+    gc.freeze()
+    try:
+        yield client
+    finally:
+        gc.unfreeze()
+        client.close()
+        cluster.close()
+        _dask_running = False
+
+
 @pytest.fixture(autouse=True)
-def _leak_check(_mp_services):
+def _leak_check(request, _mp_services):
+    if _uses_dask(request):
+        request.getfixturevalue("dask_client")
     threads_before = gfsupport.native_threads()
     py_threads_before = gfsupport.python_threads()
     fds_before = gfsupport.open_fds()
@@ -83,8 +165,20 @@ def _leak_check(_mp_services):
         now = gfsupport.python_threads()
         return {ident: name for ident, name in now.items() if ident not in py_threads_before}
 
+    # The session's Dask cluster lives in this process (scheduler, nannies,
+    # client): their connection pools open sockets on demand and keep them
+    # for reuse (in Dask tests), and the nannies and the scheduler's system
+    # monitor read /proc through psutil every so often, during any test once
+    # the cluster is up (/proc/PID/..., /proc/diskstats).  Those are Dask's,
+    # not leaks of the test; gilfree itself opens neither.
+    dask_kinds = ("socket:", "/proc/") if _uses_dask(request) else ("/proc/",) if _dask_running else ()
+
+    def dasks(fd: int, target: str) -> bool:
+        return bool(dask_kinds) and fds_before.get(fd) != target and target.startswith(dask_kinds)
+
     def new_fds():
         now = gfsupport.open_fds()
+        now = {fd: t for fd, t in now.items() if not dasks(fd, t)}
         if len(now) <= len(fds_before):
             return {}
         return {fd: target for fd, target in now.items() if fds_before.get(fd) != target}
@@ -133,7 +227,7 @@ def in_process(backend) -> bool:
 
 
 @pytest.fixture
-def pool(backend, _leak_check):
+def pool(request, backend, _leak_check):
     """A gilfree.Pool(2, backend=...), terminated and joined afterwards.
 
     Teardown always calls terminate() then join(), also after a test that
@@ -141,7 +235,10 @@ def pool(backend, _leak_check):
     so again must be harmless."""
     import gilfree
 
-    p = gilfree.Pool(2, backend=backend)
+    if backend == "dask":
+        p = gilfree.Pool(2, backend=backend, client=request.getfixturevalue("dask_client"))
+    else:
+        p = gilfree.Pool(2, backend=backend)
     try:
         yield p
     finally:

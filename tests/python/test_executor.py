@@ -312,6 +312,7 @@ def test_map_closed_early_cancels_pending(executor, backend, tmp_path, how):
 # constructor arguments
 
 
+@pytest.mark.not_on_dask("uses initializer=, which backend='dask' refuses by design (ValueError)")
 def test_initializer(backend):
     token = f"init-{backend}-{os.getpid()}"
     try:
@@ -321,6 +322,7 @@ def test_initializer(backend):
         es._initialized.clear()
 
 
+@pytest.mark.not_on_dask("uses initializer=, which backend='dask' refuses by design (ValueError)")
 def test_failing_initializer_gives_initializer_error(backend):
     # The standard library would raise BrokenExecutor; gilfree: InitializerError.
     with gilfree.Executor(2, backend=backend, initializer=es.init_fail) as ex:

@@ -25,6 +25,7 @@ def busy(n):
     return s
 
 
+@pytest.mark.not_on_dask("uses insights=True, which backend='dask' refuses by design (ValueError; Dask's dashboard shows the workers)")
 def test_numbers_add_up_to_the_wall_time(backend):
     start = time.monotonic()
     with gilfree.Pool(2, backend, insights=True, initializer=ls.init_sleep, initargs=(0.02,)) as pool:
@@ -88,6 +89,7 @@ def test_recycled_workers_have_several_lives():
     assert all(len(set(r["pids"])) == r["lives"] for r in d["per_worker"])
 
 
+@pytest.mark.not_on_dask("uses insights=True, which backend='dask' refuses by design (ValueError; Dask's dashboard shows the workers)")
 def test_insights_while_running_and_text_table(backend):
     pool = gilfree.Pool(2, backend, insights=True)
     try:
@@ -120,6 +122,7 @@ def warm_matplotlib(tmp_path_factory):
     fig.savefig(tmp_path_factory.mktemp("mpl") / "warm.png")
 
 
+@pytest.mark.not_on_dask("uses insights=True, which backend='dask' refuses by design (ValueError; Dask's dashboard shows the workers)")
 @pytest.mark.filterwarnings("ignore::gilfree.PerformanceWarning")
 def test_plot_writes_a_png(tmp_path, backend, warm_matplotlib):
     with gilfree.Pool(2, backend, insights=True) as pool:

@@ -161,6 +161,7 @@ def test_range_too_long_for_len(pool, method):
     it.close()
 
 
+@pytest.mark.not_on_dask('5,000 one-item Dask tasks, a scheduler round trip each (~4 ms here): over 20 s; test_dask.py::test_consumer_slower_than_workers_small checks the same bound on 400')
 @pytest.mark.parametrize("method", METHODS)
 def test_consumer_slower_than_workers(pool, method):
     source = CountingIterator(limit=5000)

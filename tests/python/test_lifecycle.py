@@ -303,6 +303,8 @@ def _child_check_fork(pool, backend, wfd):
             os._exit(code)
 
 
+@pytest.mark.not_on_dask("the child makes a new pool after fork(): Dask's client (event-loop thread, "
+                         "sockets) does not survive fork(); test_dask.py checks the inherited pool refuses work")
 @pytest.mark.parametrize("state", ["idle", "busy"])
 def test_fork_with_a_pool(pool, backend, state):
     assert pool.map(square, range(10)) == [x * x for x in range(10)]  # workers exist
@@ -363,6 +365,8 @@ def spin_forever_swallowing(_=None):
             pass
 
 
+@pytest.mark.not_on_dask("Dask cannot stop a task running on a worker: these never return and would hold "
+                         "the session cluster's workers for good")
 @pytest.mark.timeout(30)
 def test_terminate_interrupts_running_python_calls(backend):
     pool = gilfree.Pool(2, backend=backend)
@@ -381,6 +385,8 @@ def test_terminate_interrupts_running_python_calls(backend):
 
 
 @pytest.mark.timeout(30)
+@pytest.mark.not_on_dask("Dask cannot stop a task running on a worker: these never return and would hold "
+                         "the session cluster's workers for good")
 def test_terminate_interrupts_a_running_map(backend):
     pool = gilfree.Pool(2, backend=backend)
     killer = threading.Timer(0.2, pool.terminate)

@@ -171,7 +171,8 @@ def test_large_input(pool, method, source):
     check_results(method, got, [x * x for x in range(n)])
 
 
-@pytest.mark.not_on_dask("100,000 one-item Dask tasks: about a millisecond of scheduling each, minutes in all")
+@pytest.mark.not_on_dask("100,000 one-item Dask tasks, a scheduler round trip each (~4 ms here, 8 in flight): "
+                         "about 7 minutes; test_chunksizes covers chunksize=1 on 257 items")
 def test_large_input_chunksize_one(pool):
     n = 10**5
     assert pool.map(add_one, range(n), chunksize=1) == list(range(1, n + 1))
@@ -616,7 +617,8 @@ def test_oneshot_map_keyword_only():
 # Nested use and many callers
 
 
-@pytest.mark.not_on_dask("a task that waits on a pool of the same cluster holds a worker thread; on 2 threads it deadlocks (Dask tasks use worker_client/secede for that)")
+@pytest.mark.not_on_dask("inside a Dask task a Pool(backend='dask') needs client= (it cannot start a LocalCluster "
+                         "in a worker process: RuntimeError, checked in test_dask.py)")
 def test_task_creates_its_own_pool(pool, backend):
     assert pool.map(functools.partial(nested_pool_sum, backend), [10, 20, 0]) == [
         sum(x * x for x in range(10)),
@@ -625,7 +627,8 @@ def test_task_creates_its_own_pool(pool, backend):
     ]
 
 
-@pytest.mark.not_on_dask("a task that waits on a pool of the same cluster holds a worker thread; on 2 threads it deadlocks (Dask tasks use worker_client/secede for that)")
+@pytest.mark.not_on_dask("inside a Dask task a Pool(backend='dask') needs client= (it cannot start a LocalCluster "
+                         "in a worker process: RuntimeError, checked in test_dask.py)")
 def test_task_uses_oneshot_map(pool, backend):
     assert pool.map(functools.partial(nested_oneshot, backend), [3, 4]) == [[0, 1, 4], [0, 1, 4, 9]]
 

@@ -27,6 +27,12 @@ pytestmark = pytest.mark.timeout(60)
 WORKERS = 2
 
 
+def refused_on_dask(options):
+    """The options backend='dask' refuses by design (ValueError; see
+    docs/api-contract.md and test_dask.py::test_unsupported_options_are_refused)."""
+    return pytest.mark.not_on_dask(f"uses {options}, which backend='dask' refuses by design (ValueError)")
+
+
 def make(backend, **options):
     return gilfree.Pool(WORKERS, backend, **options)
 
@@ -35,6 +41,7 @@ def make(backend, **options):
 # state, ids, shared, initializer, exit
 
 
+@refused_on_dask("initializer=, worker_state=, worker_exit=")
 def test_state_persists_per_worker_across_calls(backend):
     with make(backend, initializer=ls.init_state, initargs=("t",), worker_state=True,
               worker_exit=ls.exit_state) as pool:
@@ -58,6 +65,7 @@ def test_state_persists_per_worker_across_calls(backend):
     assert sum(results.values()) == 82
 
 
+@refused_on_dask("pass_worker_id=")
 def test_pass_worker_id_names_each_worker_consistently(backend):
     with make(backend, pass_worker_id=True) as pool:
         out = pool.map(ls.worker_id_and_who, range(60), chunksize=1)
@@ -69,6 +77,7 @@ def test_pass_worker_id_names_each_worker_consistently(backend):
     assert len({next(iter(w)) for w in ids.values()}) == len(ids)  # and vice versa
 
 
+@refused_on_dask("pass_worker_id=, worker_state=, initializer=, worker_exit=")
 def test_prefix_order_on_every_method(backend):
     """(worker_id, shared, state) come first, in that order, on map, imap,
     imap_unordered, starmap, apply, apply_async and submit."""
@@ -96,6 +105,7 @@ def test_prefix_order_on_every_method(backend):
     assert sorted(w for w, _ in exits) == list(range(WORKERS))
 
 
+@refused_on_dask("initializer=")
 def test_initializer_runs_once_per_worker(backend, tmp_path):
     path = str(tmp_path / "log")
     with make(backend, initializer=ls.init_record, initargs=(path, "init")) as pool:
@@ -107,6 +117,7 @@ def test_initializer_runs_once_per_worker(backend, tmp_path):
     assert len(set(lines)) == WORKERS
 
 
+@refused_on_dask("initializer=, worker_exit=")
 def test_exit_results_one_per_worker(backend, tmp_path):
     path = str(tmp_path / "log")
     with make(backend, worker_exit=ls.exit_record, initializer=ls.init_record,
@@ -119,6 +130,7 @@ def test_exit_results_one_per_worker(backend, tmp_path):
     assert gfsupport.Recorder(path).lines().count(str(("exit", results[0]))) == 1
 
 
+@refused_on_dask("initializer=, worker_exit=")
 def test_terminate_skips_exit_functions(backend, tmp_path):
     path = str(tmp_path / "log")
     pool = make(backend, worker_exit=ls.exit_record, initializer=ls.init_record, initargs=(path, "i"))
@@ -129,6 +141,7 @@ def test_terminate_skips_exit_functions(backend, tmp_path):
     assert not any("exit" in line for line in gfsupport.Recorder(path).lines())
 
 
+@refused_on_dask("max_tasks_per_worker= (test_dask.py::test_shared_is_scattered_once checks shared= on Dask)")
 def test_shared_object_is_passed_not_copied_per_task(backend, tmp_path):
     path = str(tmp_path / "pickles")
     gfsupport.Recorder(path)
@@ -143,6 +156,7 @@ def test_shared_object_is_passed_not_copied_per_task(backend, tmp_path):
     assert pickled == (0 if backend == "threads" else 1)
 
 
+@pytest.mark.not_on_dask("checks the process backend's zero-copy path (the array mapped from the pool's shared memory); Dask sends each worker a copy")
 def test_shared_numpy_array_travels_as_shared_memory(backend):
     np = pytest.importorskip("numpy")
     arr = np.arange(1 << 17, dtype=np.float64)  # 1 MiB
@@ -166,6 +180,7 @@ def test_shared_none_is_a_value(backend):
 # recycling
 
 
+@refused_on_dask("max_tasks_per_worker=, initializer=, worker_state=")
 def test_max_tasks_per_worker_recycles_with_fresh_state(backend):
     with make(backend, initializer=ls.init_state, initargs=("r",), worker_state=True,
               max_tasks_per_worker=3, worker_exit=ls.exit_state) as pool:
@@ -194,6 +209,7 @@ def test_max_tasks_per_worker_recycles_with_fresh_state(backend):
     assert all(n == 0 for life, n in exits.items() if life not in lives)
 
 
+@refused_on_dask("max_tasks_per_worker=, initializer=, worker_state=")
 def test_max_tasks_with_adaptive_chunks_never_exceeds(backend):
     with make(backend, initializer=ls.init_state, initargs=("a",), worker_state=True,
               max_tasks_per_worker=50) as pool:
@@ -216,6 +232,7 @@ def _two_cpus():
     return cpus[:2]
 
 
+@refused_on_dask("cpu_affinity=, pass_worker_id=")
 @pytest.mark.parametrize("form", ["per_worker", "spread"])
 def test_cpu_affinity_is_applied(backend, form):
     a, b = _two_cpus()
@@ -242,6 +259,7 @@ def test_cpu_affinity_validation():
 # failures and timeouts
 
 
+@refused_on_dask("initializer=")
 def test_initializer_failure_is_reported_and_pool_refuses_work(backend):
     pool = make(backend, initializer=ls.init_fail)
     try:
@@ -277,6 +295,7 @@ def _refuses(pool):
     return False
 
 
+@refused_on_dask("initializer=, init_timeout=")
 def test_init_timeout(backend):
     start = time.monotonic()
     if backend == "threads":
@@ -295,6 +314,7 @@ def test_init_timeout(backend):
     assert time.monotonic() - start < 10
 
 
+@refused_on_dask("worker_exit=")
 def test_exit_function_failure_raised_by_join(backend):
     pool = make(backend, worker_exit=ls.exit_fail)
     pool.map(gfsupport.square, range(4))
@@ -305,6 +325,7 @@ def test_exit_function_failure_raised_by_join(backend):
     assert pool.state == "joined"
 
 
+@refused_on_dask("worker_exit=, exit_timeout=")
 def test_exit_timeout(backend):
     pool = gilfree.Pool(WORKERS, backend, worker_exit=_exit_sleep_1, exit_timeout=0.3)
     pool.map(gfsupport.square, range(4))

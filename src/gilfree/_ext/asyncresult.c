@@ -33,6 +33,8 @@ typedef struct {
     PyObject *error_callback;
     PyObject *value;            /* result or exception, once DONE_* */
     _Atomic int state;
+    _Atomic int external;       /* 1: settled from Python (_settle_result);
+                                 * 2: that settling has begun */
     int decorated;              /* exception already given cause/note */
     gf_ec_t ec;
     PyObject *weakreflist;
@@ -269,6 +271,7 @@ gfx_apply_async(PoolObject *pool, PyObject *fn, PyObject *args,
     self->error_callback = Py_XNewRef(error_callback);
     self->value = NULL;
     atomic_init(&self->state, AR_QUEUED);
+    atomic_init(&self->external, 0);
     self->decorated = 0;
     gf_ec_init(&self->ec);
     self->weakreflist = NULL;
@@ -309,6 +312,7 @@ gfx_asyncresult_new_remote(gfx_state *st, PyObject *fn, PyObject *callback,
     self->error_callback = Py_XNewRef(error_callback);
     self->value = NULL;
     atomic_init(&self->state, AR_RUNNING);
+    atomic_init(&self->external, 0);
     self->decorated = 1;
     gf_ec_init(&self->ec);
     self->weakreflist = NULL;
@@ -408,6 +412,66 @@ gfx_asyncresult_abandon(PyObject *op)
         self->decorated = 1;
         ar_publish(self, AR_DONE_ERR);
     }
+}
+
+/* ---- results computed elsewhere, settled from Python ---------------------------------
+ * The Dask backend (gilfree/_dask.py) computes calls on a cluster: it makes
+ * a remote AsyncResult with _pending_result() and settles it once with
+ * _settle_result(); waiting on it is the usual GIL-free, interruptible wait. */
+
+PyObject *
+gfx_pending_result(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError,
+                        "_pending_result(fn, callback, error_callback)");
+        return NULL;
+    }
+    PyObject *fn = args[0];
+    PyObject *cb = args[1] == Py_None ? NULL : args[1];
+    PyObject *ecb = args[2] == Py_None ? NULL : args[2];
+    if ((cb && !PyCallable_Check(cb)) || (ecb && !PyCallable_Check(ecb))) {
+        PyErr_Format(PyExc_TypeError,
+                     "Pool.apply_async(): callbacks must be callable or "
+                     "None, got %R", (cb && !PyCallable_Check(cb)) ? cb : ecb);
+        return NULL;
+    }
+    gfx_state *st = PyModule_GetState(module);
+    PyObject *ar = gfx_asyncresult_new_remote(st, fn, cb, ecb);
+    if (ar != NULL) {
+        atomic_store(&AR_CAST(ar)->external, 1);
+    }
+    return ar;
+}
+
+PyObject *
+gfx_settle_result(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    gfx_state *st = PyModule_GetState(module);
+    if (nargs != 3 || !PyObject_TypeCheck(args[0], st->AsyncResult_Type)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "_settle_result(async_result, ok, value)");
+        return NULL;
+    }
+    int ok = PyObject_IsTrue(args[1]);
+    if (ok < 0) {
+        return NULL;
+    }
+    if (!ok && !PyExceptionInstance_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "_settle_result(): a failure needs an exception");
+        return NULL;
+    }
+    AsyncResultObject *self = AR_CAST(args[0]);
+    int expected = 1;
+    if (!atomic_compare_exchange_strong(&self->external, &expected, 2)) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "_settle_result(): not a pending result made by "
+                        "_pending_result(), or settled already");
+        return NULL;
+    }
+    gfx_asyncresult_finish(args[0], Py_NewRef(args[2]), ok);
+    Py_RETURN_NONE;
 }
 
 /* ---- Python methods ------------------------------------------------------------------ */

@@ -249,6 +249,14 @@ static PyMethodDef module_methods[] = {
      METH_FASTCALL, gfx_probe_call_doc},
     {"usable_cpus", usable_cpus, METH_NOARGS, usable_cpus_doc},
     {"strerror", core_strerror, METH_O, strerror_doc},
+    {"_pending_result", (PyCFunction)(void (*)(void))gfx_pending_result,
+     METH_FASTCALL, "_pending_result(fn, callback, error_callback, /)\n--\n\n"
+     "An AsyncResult that Python code settles once (internal: the Dask "
+     "backend)."},
+    {"_settle_result", (PyCFunction)(void (*)(void))gfx_settle_result,
+     METH_FASTCALL, "_settle_result(async_result, ok, value, /)\n--\n\n"
+     "Settle a _pending_result(): its value, or (ok false) its exception; "
+     "runs its callback."},
     {NULL, NULL, 0, NULL},
 };
 
