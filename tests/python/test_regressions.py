@@ -9,6 +9,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import gc
 import os
+import sys
 import threading
 import time
 
@@ -161,3 +162,22 @@ def test_cancelled_future_is_seen_by_wait():
     pool.terminate()
     done, not_done = cf.wait(queued + [blocker], timeout=5)
     assert not not_done
+
+
+def _child_blocked_signals(_=None):
+    """SigBlk of a process started here (it inherits this thread's mask)."""
+    import subprocess
+
+    code = ("print([l.split()[1] for l in open('/proc/self/status') "
+            "if l.startswith('SigBlk')][0])")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True, timeout=30).stdout.strip()
+
+
+def test_a_process_started_from_a_worker_thread_gets_the_users_signal_mask():
+    # Worker threads used to run tasks with every signal blocked, and a
+    # process started there inherited that: a multiprocessing forkserver
+    # started from a task never reaped its children (the program hung at
+    # exit) and subprocesses ignored SIGTERM and Ctrl-C.
+    with gilfree.Pool(1, backend="threads") as pool:
+        assert pool.apply(_child_blocked_signals) == _child_blocked_signals()

@@ -462,6 +462,16 @@ static PyObject *
 LF_cancel(PyObject *self, PyObject *Py_UNUSED(ignored))
 {
     gfx_state *st = gfx_state_from_type(Py_TYPE(self));
+    int pending, running;
+    if (state_is(st, self, &pending, &running) < 0) {
+        return NULL;
+    }
+    if (!pending) {
+        /* Running, done or cancelled: nothing to withdraw, and asking the
+         * pool would scan its queue (Executor.map cancels every future it
+         * hands out: that made its maps quadratic). */
+        return PyObject_CallOneArg(st->base_cancel, self);
+    }
     PyObject *pool;
     int bound = bound_pool(st, self, &pool);
     if (bound < 0) {

@@ -111,6 +111,15 @@ gfx_thread_setup(const char *name)
 #endif
 }
 
+/* The signal mask of the thread that first imported gilfree._core (the
+ * main thread, as a rule), captured once in core_exec.  Thread-pool workers
+ * run the user's code with it: a process started from a task (subprocess,
+ * a multiprocessing forkserver) inherits its creator's mask, and one with
+ * every signal blocked never reaps its children and ignores SIGTERM and
+ * Ctrl-C.  Linux gives a process-directed signal to the main thread first
+ * when it does not block it, so Ctrl-C still lands where it is handled. */
+extern sigset_t gfx_user_sigmask;
+
 /* ---- errors (module.c) --------------------------------------------------- */
 
 /* Turn a negative GF_E* code into a Python exception: the one place where

@@ -368,6 +368,9 @@ add_type(PyObject *module, PyType_Spec *spec, PyTypeObject **slot)
  * free-threaded builds, under the import lock). */
 static int allocator_installed;
 
+sigset_t gfx_user_sigmask;
+static int user_sigmask_captured;
+
 static int
 core_exec(PyObject *module)
 {
@@ -376,6 +379,10 @@ core_exec(PyObject *module)
     /* Route the core's allocations through PyMem_Raw*, usable without an
      * attached thread state, so tracemalloc sees them.  Once per process:
      * the allocator must not change while core objects exist. */
+    if (!user_sigmask_captured) {
+        user_sigmask_captured = 1;
+        pthread_sigmask(SIG_SETMASK, NULL, &gfx_user_sigmask);
+    }
     if (!allocator_installed) {
         allocator_installed = 1;
         gf_replace_allocator(PyMem_RawMalloc, PyMem_RawRealloc,

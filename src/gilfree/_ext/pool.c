@@ -139,6 +139,9 @@ static void
 worker_on_start(gf_worker_t *w)
 {
     gfx_pool_shared *sh = (gfx_pool_shared *)gf_worker_userdata(w);
+    /* The core starts workers with every asynchronous signal blocked; the
+     * user's code runs with the user's mask (see gfx_user_sigmask). */
+    pthread_sigmask(SIG_SETMASK, &gfx_user_sigmask, NULL);
     atomic_store(&sh->slots[gf_worker_index(w)].ident,
                  PyThread_get_thread_ident());
     /* Documented to work without an attached thread state.  On a GIL build
