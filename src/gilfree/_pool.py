@@ -683,11 +683,18 @@ class AutoPool(Pool):
         return self.apply_async(func, args, kwds).get()
 
     def submit(self, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> Any:
-        target = self._single_target(fn)
+        return self._submit_as(fn, fn, args, kwargs)
+
+    def _submit_as(self, key: Any, fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:
+        """submit(fn, *args, **kwargs), measured and routed as `key`: an
+        adapter whose every call is a new wrapper object (a joblib batch)
+        passes the function inside it, so that one measurement serves all
+        the wrappers of that function."""
+        target = self._single_target(key)
         if target is not None:
             return target.submit(fn, *args, **kwargs)
-        if self._probe_due(fn):
-            return _core.Pool.submit(self, _ProbedCall(self, fn), *args, **kwargs)
+        if self._probe_due(key):
+            return _core.Pool.submit(self, _ProbedCall(self, fn, key), *args, **kwargs)
         return _core.Pool.submit(self, fn, *args, **kwargs)
 
     # -- lifecycle -------------------------------------------------------------------
@@ -715,11 +722,12 @@ class _ProbedCall:
     """fn, run on a worker thread under the GIL probe; the auto pool then
     remembers where fn belongs."""
 
-    __slots__ = ("pool", "fn", "__qualname__")
+    __slots__ = ("pool", "fn", "key", "__qualname__")
 
-    def __init__(self, pool: AutoPool, fn: Any) -> None:
+    def __init__(self, pool: AutoPool, fn: Any, key: Any = None) -> None:
         self.pool = weakref.ref(pool)
         self.fn = fn
+        self.key = fn if key is None else key   # what the decision is for
         # Error messages name the user's function, not this wrapper.
         self.__qualname__ = _probe._describe(fn)
 
@@ -729,9 +737,9 @@ class _ProbedCall:
         finally:
             pool = self.pool()
             if pool is not None:
-                pool._probed(self.fn)
-        if pool is not None and pool._known.get(id(self.fn)) is None:
-            decision = _auto.decide(self.fn, probe, 1, None, pool._procs is not None)
+                pool._probed(self.key)
+        if pool is not None and pool._known.get(id(self.key)) is None:
+            decision = _auto.decide(self.key, probe, 1, None, pool._procs is not None)
             if not decision.remember and not probe.confident:
                 # A call too short to measure: its next calls would be too,
                 # and probing each (a sampler thread per call) would cost far
@@ -741,7 +749,7 @@ class _ProbedCall:
                     decision.function, "threads",
                     f"a call takes ~{probe.wall_time * 1e6:.0f} us, too little to measure; "
                     "threads send nothing", probe, 1, probe.wall_time)
-            pool._remember(self.fn, decision)
+            pool._remember(self.key, decision)
         if not ok:
             raise value
         return value

@@ -43,6 +43,7 @@ except ImportError as exc:  # pragma: no cover - joblib is optional
     raise ImportError("gilfree.joblib needs joblib: pip install joblib") from exc
 
 import gilfree
+from gilfree._pool import AutoPool
 
 __all__ = ["GilfreeBackend", "register"]
 
@@ -117,7 +118,14 @@ class GilfreeBackend(AutoBatchingMixin, ParallelBackendBase):
         return n
 
     def submit(self, func: Any, callback: Any = None) -> Any:
-        future = self._pool.submit(func)
+        key = _batch_function(func)
+        if key is not None and isinstance(self._pool, AutoPool):
+            # Every batch is a new BatchedCalls object: measure and route by
+            # the function it calls, so that one measurement decides for all
+            # the batches (each batch would otherwise be probed on a thread).
+            future = self._pool._submit_as(key, func, (), {})
+        else:
+            future = self._pool.submit(func)
         if callback is not None:
             future.add_done_callback(callback)
         return future
@@ -146,6 +154,18 @@ class GilfreeBackend(AutoBatchingMixin, ParallelBackendBase):
     def get_nested_backend(self) -> Tuple[Any, Optional[int]]:
         nesting_level = (self.nesting_level or 0) + 1
         return SequentialBackend(nesting_level=nesting_level), None
+
+
+def _batch_function(batch: Any) -> Any:
+    """The function a joblib batch calls, if all its calls call one."""
+    items = getattr(batch, "items", None)
+    if not isinstance(items, list) or not items:
+        return None
+    try:
+        fns = {id(item[0]): item[0] for item in items}
+    except (TypeError, IndexError):
+        return None
+    return next(iter(fns.values())) if len(fns) == 1 else None
 
 
 def register() -> None:
