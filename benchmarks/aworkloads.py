@@ -13,8 +13,10 @@ import random
 import time
 from typing import Any
 
+# The warm-up and the calibrated pure-Python task are the process benchmarks' own.
+from pworkloads import CPU_TASK_S, calibrate_spin, spin, warm_task  # noqa: F401
+
 SHA_BYTES = 1 << 20  # the GIL-releasing row: sha256 of 1 MiB per task
-CPU_TASK_S = 0.010  # the pure-Python row: the calibrated duration of one task
 
 # Built at import, identically in every process (about 1 ms), so that no task sends it
 # and no worker pays for it inside a timed call.
@@ -30,33 +32,6 @@ def noop(x: Any = None) -> Any:
 def tiny(x: int) -> int:
     """The tiny function of the map rows: as cheap as a Python call gets."""
     return x + 1
-
-
-def warm_task(_: Any = None) -> int:
-    """The warm-up task of process pools: 5 ms asleep (so that every worker gets one),
-    then its pid."""
-    time.sleep(0.005)
-    return os.getpid()
-
-
-def spin(iters: int, i: int) -> int:
-    """``iters`` steps of a 31-bit linear congruential generator seeded by ``i``: pure
-    Python, holding the GIL throughout.  Every process is sent the same ``iters``."""
-    x = i
-    for _ in range(iters):
-        x = (x * 1103515245 + 12345) & 0x7FFFFFFF
-    return x
-
-
-def calibrate_spin(target_s: float = CPU_TASK_S) -> int:
-    """The ``iters`` that makes ``spin`` last about ``target_s`` here (best of 5)."""
-    probe = 20_000
-    best = float("inf")
-    for _ in range(5):
-        start = time.perf_counter()
-        spin(probe, 1)
-        best = min(best, time.perf_counter() - start)
-    return max(1, round(probe * target_s / best))
 
 
 def sha_task(i: int) -> str:
