@@ -750,12 +750,7 @@ class DaskPool(_pool.Pool):
             raise TypeError(f"Pool.{method}(): func must be callable, got {func!r} (type {type(func).__name__})")
         size = _check_chunksize(chunksize, method)
         self._check_open(method)
-        try:
-            iter(iterable)
-        except TypeError:
-            raise TypeError(
-                f"Pool.{method}(): iterable must be iterable, got {iterable!r} (type {type(iterable).__name__})"
-            ) from None
+        _pool._check_iterable(method, iterable)
         run = _MapRun(self, method, func, iterable, size, star, lazy, ordered)
         with self._lock:
             self._runs.add(run)

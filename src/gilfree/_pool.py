@@ -389,6 +389,16 @@ def _with_progress(it: Any, progress: _progress.ProgressOption, iterable: Any, f
     return it if bar is None else _progress.ProgressIterator(it, bar)
 
 
+def _check_iterable(method: str, iterable: Any) -> None:
+    """TypeError, worded as the C pools word it, unless iterable is iterable."""
+    try:
+        iter(iterable)
+    except TypeError:
+        raise TypeError(
+            f"Pool.{method}(): iterable must be iterable, got {iterable!r} (type {type(iterable).__name__})"
+        ) from None
+
+
 def _has_lifecycle(options: dict) -> bool:
     """Whether Pool(**options) asks for any worker lifecycle option."""
     for name in LIFECYCLE_OPTIONS:
@@ -568,12 +578,7 @@ class AutoPool(Pool):
         empty = c_method(self, func, (), chunksize)
         if lazy:
             empty.close()
-        try:
-            iter(iterable)
-        except TypeError:
-            raise TypeError(
-                f"Pool.{method}(): iterable must be iterable, got {iterable!r} (type {type(iterable).__name__})"
-            ) from None
+        _check_iterable(method, iterable)
         decision = self._cached(func)
         taken: List[Any] = []
         results: List[Any] = []

@@ -174,20 +174,6 @@ def test_docstring_examples(name, doc, globs):
     _run_examples(name, doc, globs)
 
 
-@pytest.fixture(scope="module")
-def warm_matplotlib(tmp_path_factory):
-    """matplotlib keeps its font files open once it has drawn text: let it
-    do so before the leak check's snapshot."""
-    pytest.importorskip("matplotlib")
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure()
-    FigureCanvasAgg(fig)
-    fig.add_subplot(1, 1, 1).set_title("warm-up")
-    fig.savefig(tmp_path_factory.mktemp("mpl") / "warm.png")
-
-
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("name,doc,globs", PLOTTING, ids=[name for name, _, _ in PLOTTING])
 def test_docstring_examples_that_plot(name, doc, globs, warm_matplotlib):

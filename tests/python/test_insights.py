@@ -108,20 +108,6 @@ def test_insights_while_running_and_text_table(backend):
     assert "Insights" in repr(pool.insights())
 
 
-@pytest.fixture(scope="module")
-def warm_matplotlib(tmp_path_factory):
-    """matplotlib keeps its font files open once it has drawn text: let it
-    do so before the leak check's snapshot."""
-    pytest.importorskip("matplotlib")
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure()
-    FigureCanvasAgg(fig)
-    fig.add_subplot(1, 1, 1).set_title("warm-up")
-    fig.savefig(tmp_path_factory.mktemp("mpl") / "warm.png")
-
-
 @pytest.mark.not_on_dask("uses insights=True, which backend='dask' refuses by design (ValueError; Dask's dashboard shows the workers)")
 @pytest.mark.filterwarnings("ignore::gilfree.PerformanceWarning")
 def test_plot_writes_a_png(tmp_path, backend, warm_matplotlib):
