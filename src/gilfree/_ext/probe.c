@@ -122,8 +122,16 @@ gfx_probe_call(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     /* Let the sampler get going (it needs the GIL once it has created its
      * thread state): the measurement starts when it runs. */
     Py_BEGIN_ALLOW_THREADS
-    while (!atomic_load(&s->started)) {
-        gf_cpu_relax();
+    /* A thread starts within microseconds: spin a little, then sleep in
+     * 50 us steps rather than burn a core the sampler may need. */
+    for (int spins = 0; !atomic_load(&s->started); spins++) {
+        if (spins < 2000) {
+            gf_cpu_relax();
+        }
+        else {
+            struct timespec nap = {0, 50000};
+            nanosleep(&nap, NULL);
+        }
     }
     Py_END_ALLOW_THREADS
     int64_t w0 = gf_now_ns(), c0 = cpu_ns(CLOCK_PROCESS_CPUTIME_ID);
