@@ -9,6 +9,7 @@ pools that were never closed, and the one-shot :func:`map`.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import traceback
@@ -291,9 +292,12 @@ class Pool(_core.Pool):
         """
         return _asyncio.aimap(self, func, iterable, chunksize, ordered=ordered)
 
-    async def aapply(self, func: Callable[..., R], /, *args: Any, **kwargs: Any) -> R:
-        """``func(*args, **kwargs)`` on a worker, awaited (through ``submit``
-        and :func:`asyncio.wrap_future`).
+    def aapply(self, func: Callable[..., R], /, *args: Any, **kwargs: Any) -> "asyncio.Future[R]":
+        """``func(*args, **kwargs)`` on a worker, to await: submitted at once
+        (like ``loop.run_in_executor``), returned as an :class:`asyncio.Future`
+        of the event loop running now (RuntimeError without one).  Cancelling
+        it cancels the call if it has not started; ``asyncio.gather`` over
+        many calls wraps none of them in a Task.
 
         >>> import asyncio, gilfree
         >>> async def main():
@@ -302,7 +306,7 @@ class Pool(_core.Pool):
         >>> asyncio.run(main())
         (3, 1)
         """
-        return await _asyncio.aapply(self, func, *args, **kwargs)
+        return _asyncio.aapply(self, func, *args, **kwargs)
 
     @property
     def decision(self) -> Optional[Decision]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import threading
 import time
 
 import pytest
@@ -124,3 +125,89 @@ def test_amap_on_an_auto_pool():
             return await pool.amap(gfsupport.square, range(100))
 
     assert asyncio.run(main()) == [x * x for x in range(100)]
+
+
+def test_aapply_submits_at_once_and_gather_makes_no_tasks(backend):
+    async def main():
+        with gilfree.Pool(2, backend) as pool:
+            futures = [pool.aapply(gfsupport.square, i) for i in range(200)]
+            # Each is an asyncio.Future of this loop (not a coroutine), so
+            # gather has nothing to wrap in a Task.
+            assert all(isinstance(f, asyncio.Future) and not isinstance(f, asyncio.Task) for f in futures)
+            assert all(f.get_loop() is asyncio.get_running_loop() for f in futures)
+            tasks_before = len(asyncio.all_tasks())
+            gathering = asyncio.gather(*futures)
+            assert len(asyncio.all_tasks()) == tasks_before
+            return await gathering
+
+    assert asyncio.run(main()) == [i * i for i in range(200)]
+
+
+def test_aapply_without_a_running_loop_submits_nothing(tmp_path):
+    rec = gfsupport.Recorder(tmp_path / "calls")
+    with gilfree.Pool(2, "threads") as pool:
+        with pytest.raises(RuntimeError, match="no running event loop"):
+            pool.aapply(functools.partial(gfsupport.record_and_sleep, rec.path, 0), 1)
+    assert rec.count() == 0
+
+
+def test_cancelling_an_aapply_future_cancels_the_queued_call(tmp_path):
+    rec = gfsupport.Recorder(tmp_path / "calls")
+
+    async def main():
+        with gilfree.Pool(1, "threads") as pool:
+            busy = pool.aapply(gfsupport.sleep_return, 0.3)
+            queued = pool.aapply(functools.partial(gfsupport.record_and_sleep, rec.path, 0), 7)
+            await asyncio.sleep(0.05)
+            assert queued.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await queued
+            await busy
+
+    asyncio.run(main())
+    assert rec.count() == 0
+
+
+def test_results_cross_to_the_loop_in_batches():
+    """A consumer that is not waiting costs the producer no loop callback: a
+    burst of results is one wake-up, not one per result."""
+    from gilfree import _asyncio
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        handoff = _asyncio._Handoff(loop)
+        calls = 0
+        real = loop.call_soon_threadsafe
+
+        def counting(*args, **kwargs):
+            nonlocal calls
+            calls += 1
+            return real(*args, **kwargs)
+
+        loop.call_soon_threadsafe = counting  # type: ignore[method-assign]
+        first = asyncio.create_task(handoff.get())
+        await asyncio.sleep(0)           # the consumer finds nothing and sleeps
+        assert handoff.asleep
+        # A burst from another thread while the loop is busy (blocked here).
+        producer = threading.Thread(target=lambda: [handoff.put((i, None)) for i in range(1000)])
+        producer.start()
+        producer.join()
+        got = [(await first)[0]] + [(await handoff.get())[0] for _ in range(999)]
+        return got, calls
+
+    got, calls = asyncio.run(main())
+    assert got == list(range(1000))
+    assert calls == 1, calls
+
+
+def test_amap_large_input_and_an_error_late(backend):
+    async def main():
+        with gilfree.Pool(2, backend) as pool:
+            n = 20_000 if backend != "dask" else 2_000
+            out = await _with_ticker(pool.amap(gfsupport.square, range(n)))
+            with pytest.raises(ValueError):
+                await pool.amap(gfsupport.fail_on_five, [0] * 3000 + [5] + [0] * 10)
+            return n, out
+
+    n, (out, _ticks, _elapsed) = asyncio.run(main())
+    assert out == [x * x for x in range(n)]

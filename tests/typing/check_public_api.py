@@ -79,7 +79,9 @@ async def asyncio_api() -> None:
         async for value in agen:
             print(value)
         one: int = await pool.aapply(square, 3)
-        print(squares, one)
+        pending: "asyncio.Future[int]" = pool.aapply(square, 5)  # submitted at once
+        many: List[int] = await asyncio.gather(*[pool.aapply(square, i) for i in range(3)])
+        print(squares, one, await pending, many)
 
 
 def rejected() -> None:
