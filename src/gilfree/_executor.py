@@ -196,7 +196,14 @@ class Executor(cf.Executor):
                         f"got {mp_context!r}")
                 method = get()
             options["start_method"] = method
-        self._pool: Any = _pool.Pool(max_workers, backend, **options)
+        try:
+            self._pool: Any = _pool.Pool(max_workers, backend, **options)
+        except TypeError as exc:
+            if "unexpected keyword argument" not in str(exc):
+                raise
+            # Name the call the user made, not the one it was passed on to.
+            raise TypeError(f"Executor(): {exc}; keywords other than the standard library's "
+                            "are gilfree.Pool options") from None
         self._joiner = _Joiner(self._pool)
         self._lock = threading.Lock()
         self._shutdown = False

@@ -389,6 +389,12 @@ def test_pool_options_pass_through():
         assert ex.submit(es.square, 4).result(timeout=10) == 16
 
 
+@pytest.mark.parametrize("backend", ["threads", "processes", "auto"])
+def test_unknown_keyword_names_the_executor(backend):
+    with pytest.raises(TypeError, match=r"^Executor\(\): .*'max_worker'.*gilfree\.Pool options"):
+        gilfree.Executor(2, backend, max_worker=3)
+
+
 def test_auto_backend_default():
     with gilfree.Executor(2) as ex:
         assert ex.submit(es.square, 5).result(timeout=10) == 25
