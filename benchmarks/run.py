@@ -1343,8 +1343,30 @@ def write_markdown(path: str, info: dict[str, Any], sections: list[tuple[str, st
         out += [f"## {title}", "", call, "", table, ""]
     if summary:
         out += ["## gilfree targets", ""] + [f"- {line}" for line in summary] + [""]
+    out += kept_sections(path)
     with open(path, "w", encoding="utf-8") as f:
         f.write("\n".join(out))
+
+
+def kept_sections(path: str) -> list[str]:
+    """The lines of the sections of an existing page that other benchmark
+    scripts wrote (auto.py, features.py, dask_bench.py, adapters.py): every
+    "## " section whose title is not one of ours.  Ours are "How to read",
+    "gilfree targets" and the workload sections, whose titles start with "("."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except FileNotFoundError:
+        return []
+    kept: list[str] = []
+    keep = False
+    for line in lines:
+        if line.startswith("## "):
+            title = line[3:].strip()
+            keep = not (title.startswith("(") or title in ("How to read", "gilfree targets"))
+        if keep:
+            kept.append(line)
+    return kept + ([""] if kept and kept[-1] != "" else [])
 
 
 # ---------------------------------------------------------------------------------------
