@@ -76,6 +76,7 @@ class MapIterator(Iterator[_R]):
     def __iter__(self) -> "MapIterator[_R]": ...
     def __next__(self) -> _R: ...
     def close(self) -> None: ...
+    def _prepend(self, results: List[Any], error: Optional[BaseException], /) -> None: ...
 
 class Pool:
     def __init__(
@@ -107,6 +108,7 @@ class Pool:
         iterable: Iterable[_T],
         chunksize: Optional[int] = None,
         _progress: Optional[Callable[[int], Any]] = None,
+        _offset: int = 0,
     ) -> List[_R]: ...
     def starmap(
         self,
@@ -114,12 +116,15 @@ class Pool:
         iterable: Iterable[Iterable[Any]],
         chunksize: Optional[int] = None,
         _progress: Optional[Callable[[int], Any]] = None,
+        _offset: int = 0,
     ) -> List[_R]: ...
     def imap(
-        self, func: Callable[[_T], _R], iterable: Iterable[_T], chunksize: Optional[int] = None
+        self, func: Callable[[_T], _R], iterable: Iterable[_T], chunksize: Optional[int] = None,
+        _progress: Optional[Callable[[int], Any]] = None, _offset: int = 0,
     ) -> MapIterator[_R]: ...
     def imap_unordered(
-        self, func: Callable[[_T], _R], iterable: Iterable[_T], chunksize: Optional[int] = None
+        self, func: Callable[[_T], _R], iterable: Iterable[_T], chunksize: Optional[int] = None,
+        _progress: Optional[Callable[[int], Any]] = None, _offset: int = 0,
     ) -> MapIterator[_R]: ...
     def apply(
         self,

@@ -619,20 +619,27 @@ class AutoPool(Pool):
             if not lazy:
                 raise error
         target = self._pool_for(decision)
-        run = getattr(target, method) if target is not None else (lambda *a: c_method(self, *a))
+        owner = target if target is not None else self
+        # The rest of the input starts at index `offset`: errors name the
+        # user's index, not one counted from the end of the probed items.
+        offset = len(taken)
         if not lazy:
             if report is not None:
                 # The probed items are done already: count them first.
-                report(len(taken))
-                offset = len(taken)
-                owner = target if target is not None else self
-                out = c_method(owner, func, rest, chunksize, _progress=lambda n: report(offset + n))
+                report(offset)
+                out = c_method(owner, func, rest, chunksize, _progress=lambda n: report(offset + n),
+                               _offset=offset)
             else:
-                out = run(func, rest, chunksize)
+                out = c_method(owner, func, rest, chunksize, _offset=offset)
             if results:  # the probed items' results come first
                 out[:0] = results
             return out
-        return _AutoIterator(results, error, lambda: run(func, rest, chunksize))
+        it = c_method(owner, func, rest, chunksize, _offset=offset)
+        if results or error is not None:
+            # The probed items' results (and error) come first, handed out
+            # by the C iterator itself: no Python frame per item.
+            it._prepend(results, error)
+        return it
 
     def map(self, func: Callable[[Any], R], iterable: Iterable[Any], chunksize: Optional[int] = None, *,  # type: ignore[override]
             progress: _progress.ProgressOption = False) -> List[R]:
@@ -762,40 +769,6 @@ class _ProbedCall:
         if not ok:
             raise value
         return value
-
-
-class _AutoIterator:
-    """imap on an auto pool: the probed items' results, then the chosen
-    backend's iterator (created on first need)."""
-
-    def __init__(self, first: List[Any], error: Optional[BaseException], make: Callable[[], Any]) -> None:
-        self._first = first
-        self._error = error
-        self._make: Optional[Callable[[], Any]] = make
-        self._rest: Any = None
-
-    def __iter__(self) -> "_AutoIterator":
-        return self
-
-    def __next__(self) -> Any:
-        if self._first:
-            return self._first.pop(0)
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise error
-        if self._rest is None:
-            if self._make is None:
-                raise StopIteration
-            self._rest = self._make()
-            self._make = None
-        return next(self._rest)
-
-    def close(self) -> None:
-        self._first = []
-        self._error = None
-        self._make = None
-        if self._rest is not None:
-            self._rest.close()
 
 
 def map(  # noqa: A001 - mirrors the builtin on purpose

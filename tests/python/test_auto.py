@@ -112,6 +112,93 @@ def test_error_in_a_probed_item_names_its_index():
         assert out[3] == "error" and len([x for x in out if x != "error"]) == 5
 
 
+def quick_fails_at(x: int) -> int:
+    """Fast (threads); fails far beyond the probed first items."""
+    if x == 150_000:
+        raise ValueError("quick")
+    return x
+
+
+def holds_fails_at(x: int) -> int:
+    """Holds the GIL (~0.5 ms: processes); fails beyond the probed items."""
+    if x == 500:
+        raise ValueError("slow")
+    return holds(5_000) + x
+
+
+def holds_dies_at(x: int) -> int:
+    if x == 500:
+        os._exit(7)
+    return holds(5_000) + x
+
+
+def index_note(exc: BaseException) -> str:
+    return " ".join(note for note in getattr(exc, "__notes__", []) if "input index" in note)
+
+
+@pytest.mark.parametrize("kind", [range, lambda n: list(range(n))], ids=["range", "list"])
+def test_errors_after_the_probed_items_name_the_users_index(kind):
+    # The probe runs the first items in the caller; the rest goes to a
+    # backend as a separate input.  Errors must still name the index in
+    # the user's input, not one counted from where the rest began.
+    with gilfree.Pool(2) as pool:
+        with pytest.raises(ValueError, match="quick") as info:
+            pool.map(quick_fails_at, kind(300_000))
+        assert pool.backend == "threads" and 0 < pool.decision.items_probed < 150_000
+        assert index_note(info.value).endswith("input index 150000"), info.value.__notes__
+        assert "input index 150000)" in str(info.value.__cause__)
+        it = pool.imap(quick_fails_at, kind(300_000))
+        with pytest.raises(ValueError) as info:
+            for _ in it:
+                pass
+        assert index_note(info.value).endswith("input index 150000")
+
+        with pytest.raises(ValueError, match="slow") as info:
+            pool.map(holds_fails_at, kind(700))
+        assert pool.backend == "processes", pool.decision
+        assert 0 < pool.decision.items_probed < 500
+        assert index_note(info.value).endswith("input index 500"), info.value.__notes__
+        it = pool.imap(holds_fails_at, kind(700))
+        got = []
+        with pytest.raises(ValueError) as info:
+            for x in it:
+                got.append(x)
+        assert len(got) == 500 and index_note(info.value).endswith("input index 500")
+
+
+def test_a_worker_death_after_the_probed_items_names_the_users_index():
+    with gilfree.Pool(2) as pool:
+        with pytest.raises(gilfree.WorkerDiedError) as info:
+            pool.map(holds_dies_at, range(700))
+        assert pool.backend == "processes", pool.decision
+        assert info.value.index == 500 and info.value.exitcode == 7
+        assert "input index 500" in str(info.value)
+        assert pool.map(holds_fails_at, range(10)) == [holds(5_000) + x for x in range(10)]
+
+
+def test_starmap_bad_item_after_the_probed_items_names_the_users_index():
+    items = [(i, 1) for i in range(300_000)]
+    items[200_000] = 5   # not an iterable of arguments
+    with gilfree.Pool(2) as pool:
+        with pytest.raises(TypeError, match=r"input index 200000 is not an iterable"):
+            pool.starmap(divmod, items)
+
+
+def test_auto_imap_is_the_c_iterator():
+    # The probed items' results are handed out by the C iterator itself
+    # (no Python frame per item); order, close() and the probed error hold.
+    with gilfree.Pool(2) as pool:
+        it = pool.imap(quick_fails_at, range(100_000))
+        assert type(it) is gilfree.MapIterator
+        assert list(it) == list(range(100_000))
+        it = pool.imap(quick_fails_at, range(100_000))
+        assert next(it) == 0
+        it.close()
+        assert list(it) == []
+        with pytest.raises(RuntimeError, match="twice"):
+            pool.imap(abs, [1])._prepend([], None) or it._prepend([], None) or it._prepend([], None)
+
+
 def test_imap_over_a_generator_keeps_order():
     with gilfree.Pool(2) as pool:
         got = list(pool.imap(holds, (n for n in range(0, 40_000, 1000))))

@@ -462,9 +462,11 @@ enum gfx_map_flags {
     GFX_MAP_UNORDERED = 4,  /* completion order (imap_unordered) */
 };
 
+/* index_base: added to every input index that an error names (an auto pool
+ * maps the rest of an input whose first items it ran itself). */
 PyObject *gfx_map(PoolObject *pool, PyObject *fn, PyObject *iterable,
                   PyObject *chunksize, int flags, const char *method,
-                  PyObject *progress);
+                  PyObject *progress, int64_t index_base);
 void gfx_mapjob_run(gfx_task *task);
 void gfx_mapjob_cancel(gfx_task *task);
 
@@ -647,7 +649,7 @@ int gfx_proc_init(PoolObject *pool, uint32_t nworkers,
                   const gfx_proc_options *opt);
 PyObject *gfx_proc_map(PoolObject *pool, PyObject *fn, PyObject *iterable,
                        PyObject *chunksize, int flags, const char *method,
-                       PyObject *progress);
+                       PyObject *progress, int64_t index_base);
 PyObject *gfx_proc_apply_async(PoolObject *pool, PyObject *fn, PyObject *args,
                                PyObject *kwds, PyObject *callback,
                                PyObject *error_callback);

@@ -82,6 +82,9 @@ typedef struct {
     int input_kind;
     int mode;
     long long r_start, r_step;
+    /* Added to the input indices that messages name (gfx_map's
+     * index_base); written once before the job is shared. */
+    int64_t index_base;
     int64_t total;            /* -1 if unknown */
     int64_t fixed_chunk;      /* 0 = adaptive */
     gf_chunker_t *chunker;    /* cache-line aligned, owned */
@@ -146,7 +149,7 @@ get_item(MapJobObject *job, int64_t i)
             PyErr_Format(PyExc_RuntimeError,
                          "Pool.%s(): the input list changed size while "
                          "being mapped (index %lld no longer exists)",
-                         job->method, (long long)i);
+                         job->method, (long long)(i + job->index_base));
         }
         return item;
     }
@@ -194,7 +197,8 @@ call_item(MapJobObject *job, PyObject *item, int64_t index)
                 PyErr_Format(PyExc_TypeError,
                              "Pool.%s(): input index %lld is not an iterable "
                              "of arguments: %R (type %.100s)", job->method,
-                             (long long)index, item, Py_TYPE(item)->tp_name);
+                             (long long)(index + job->index_base), item,
+                             Py_TYPE(item)->tp_name);
             }
             Py_DECREF(item);
             return NULL;
@@ -644,7 +648,8 @@ stream_next(MapJobObject *job)
                         gfx_raise_failure(st, exc, NULL, -1, 0);
                     }
                     else {
-                        gfx_raise_failure(st, exc, job->fn, ch->start + i, 1);
+                        gfx_raise_failure(st, exc, job->fn,
+                                          ch->start + i + job->index_base, 1);
                     }
                     Py_DECREF(exc);
                     return NULL;
@@ -878,7 +883,7 @@ list_count(void *arg)
 PyObject *
 gfx_map(PoolObject *pool, PyObject *fn, PyObject *iterable,
         PyObject *chunksize_obj, int flags, const char *method,
-        PyObject *progress)
+        PyObject *progress, int64_t index_base)
 {
     if (!PyCallable_Check(fn)) {
         PyErr_Format(PyExc_TypeError,
@@ -896,6 +901,7 @@ gfx_map(PoolObject *pool, PyObject *fn, PyObject *iterable,
         return NULL;
     }
     job->fixed_chunk = chunk;
+    job->index_base = index_base;
     if (PyList_CheckExact(iterable)) {
         job->input_kind = IN_LIST;
         job->input = Py_NewRef(iterable);
@@ -982,7 +988,7 @@ gfx_map(PoolObject *pool, PyObject *fn, PyObject *iterable,
             index = job->fail_index;
             Py_END_CRITICAL_SECTION();
             gfx_raise_failure(gfx_state_from_type(Py_TYPE(job)), exc, fn,
-                              (Py_ssize_t)index, 1);
+                              (Py_ssize_t)(index + job->index_base), 1);
             Py_DECREF(exc);
         }
         else if (atomic_load(&job->done_items) != job->total) {
@@ -1128,6 +1134,13 @@ typedef struct {
     /* A MapJob (threads) or a _ProcMap (processes, procpool.c). */
     PyObject *job;
     PyObject *weakreflist;
+    /* Results computed before the job (an auto pool's probed first items):
+     * handed out first, then `prefix_error` is raised if set, then the
+     * job's results.  Set once by _prepend() before the first next(); read
+     * and cleared under the iterator's critical section. */
+    PyObject *prefix;           /* list or NULL */
+    Py_ssize_t prefix_pos;
+    PyObject *prefix_error;     /* exception or NULL */
 } MapIterObject;
 
 static int
@@ -1162,6 +1175,9 @@ mapiter_wrap(PyObject *job)
     }
     it->job = job;
     it->weakreflist = NULL;
+    it->prefix = NULL;
+    it->prefix_pos = 0;
+    it->prefix_error = NULL;
     PyObject_GC_Track(it);
     return (PyObject *)it;
 }
@@ -1179,12 +1195,47 @@ mapiter_new(MapJobObject *job)
     return mapiter_wrap((PyObject *)job);
 }
 
+/* The next prefix result (new reference), or NULL with an exception set
+ * (the prefix error), or NULL without one when the prefix is done. */
+static PyObject *
+prefix_next(MapIterObject *it)
+{
+    PyObject *item = NULL;
+    Py_BEGIN_CRITICAL_SECTION(it);
+    if (it->prefix != NULL) {
+        if (it->prefix_pos < PyList_GET_SIZE(it->prefix)) {
+            item = Py_NewRef(PyList_GET_ITEM(it->prefix, it->prefix_pos));
+            it->prefix_pos++;
+        }
+        else {
+            Py_CLEAR(it->prefix);
+        }
+    }
+    if (item == NULL && it->prefix_error != NULL) {
+        PyObject *error = it->prefix_error;
+        it->prefix_error = NULL;
+        gfx_restore_exception(error);
+        Py_DECREF(error);
+    }
+    Py_END_CRITICAL_SECTION();
+    return item;
+}
+
 static PyObject *
 MapIter_iternext(PyObject *op)
 {
     PyObject *any = ITER_CAST(op)->job;
     if (any == NULL) {
         return NULL;
+    }
+    /* Unlocked look first (the common case has no prefix): _prepend() runs
+     * before the iterator is handed to anyone, and the fields only ever go
+     * back to NULL, so a stale non-NULL merely takes the locked path. */
+    if (ITER_CAST(op)->prefix != NULL || ITER_CAST(op)->prefix_error != NULL) {
+        PyObject *item = prefix_next(ITER_CAST(op));
+        if (item != NULL || PyErr_Occurred()) {
+            return item;
+        }
     }
     if (!is_thread_job(any)) {
         PyObject *item;
@@ -1217,8 +1268,45 @@ PyDoc_STRVAR(MapIter_close_doc,
 static PyObject *
 MapIter_close(PyObject *op, PyObject *Py_UNUSED(ignored))
 {
-    if (ITER_CAST(op)->job != NULL) {
-        any_job_cancel(ITER_CAST(op)->job);
+    MapIterObject *it = ITER_CAST(op);
+    Py_BEGIN_CRITICAL_SECTION(it);
+    Py_CLEAR(it->prefix);
+    Py_CLEAR(it->prefix_error);
+    Py_END_CRITICAL_SECTION();
+    if (it->job != NULL) {
+        any_job_cancel(it->job);
+    }
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(MapIter_prepend_doc,
+"_prepend($self, results, error, /)\n--\n\n"
+"Internal (auto pools): hand out the list `results` first, then raise\n"
+"`error` unless it is None, then this iterator's own results.  Only before\n"
+"the first next().");
+
+static PyObject *
+MapIter_prepend(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyList_CheckExact(args[0]) ||
+        (args[1] != Py_None && !PyExceptionInstance_Check(args[1]))) {
+        PyErr_SetString(PyExc_TypeError,
+                        "_prepend(results: list, error: BaseException | None)");
+        return NULL;
+    }
+    MapIterObject *it = ITER_CAST(op);
+    int done = 0;
+    Py_BEGIN_CRITICAL_SECTION(it);
+    if (it->prefix == NULL && it->prefix_error == NULL) {
+        it->prefix = Py_NewRef(args[0]);
+        it->prefix_pos = 0;
+        it->prefix_error = args[1] == Py_None ? NULL : Py_NewRef(args[1]);
+        done = 1;
+    }
+    Py_END_CRITICAL_SECTION();
+    if (!done) {
+        PyErr_SetString(PyExc_RuntimeError, "_prepend(): called twice");
+        return NULL;
     }
     Py_RETURN_NONE;
 }
@@ -1239,6 +1327,8 @@ MapIter_traverse(PyObject *op, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(op));
     Py_VISIT(ITER_CAST(op)->job);
+    Py_VISIT(ITER_CAST(op)->prefix);
+    Py_VISIT(ITER_CAST(op)->prefix_error);
     return 0;
 }
 
@@ -1246,6 +1336,8 @@ static int
 MapIter_clear(PyObject *op)
 {
     MapIterObject *it = ITER_CAST(op);
+    Py_CLEAR(it->prefix);
+    Py_CLEAR(it->prefix_error);
     if (it->job != NULL) {
         any_job_cancel(it->job);
         Py_CLEAR(it->job);
@@ -1268,6 +1360,8 @@ MapIter_dealloc(PyObject *op)
 
 static PyMethodDef MapIter_methods[] = {
     {"close", MapIter_close, METH_NOARGS, MapIter_close_doc},
+    {"_prepend", (PyCFunction)(void (*)(void))MapIter_prepend, METH_FASTCALL,
+     MapIter_prepend_doc},
     {NULL, NULL, 0, NULL},
 };
 

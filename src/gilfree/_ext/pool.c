@@ -1157,30 +1157,57 @@ Pool_apply(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
     return res;
 }
 
+static int
+gfx_parse_offset(PyObject *obj, int64_t *out)
+{
+    int overflow = 0;
+    long long v = PyLong_Check(obj) ? PyLong_AsLongLongAndOverflow(obj, &overflow)
+                                    : -1;
+    if (v == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (!PyLong_Check(obj) || overflow || v < 0 || v > INT64_MAX / 2) {
+        PyErr_Format(PyExc_ValueError,
+                     "_offset must be a non-negative int, got %R", obj);
+        return -1;
+    }
+    *out = (int64_t)v;
+    return 0;
+}
+
+/* _progress: a callable told how many results are done (gilfree's
+ * progress bars); _offset: the input index of the first item (an auto pool
+ * maps the rest of an input whose first items it ran itself), added to the
+ * indices that errors name.  Both private. */
 static const char *const map_names[] = {"func", "iterable", "chunksize",
-                                        "_progress"};
+                                        "_progress", "_offset"};
 
 #define MAP_METHOD(NAME, FLAGS, DOC)                                          \
     static PyObject *                                                         \
     Pool_##NAME(PyObject *op, PyObject *const *args, Py_ssize_t nargs,        \
                 PyObject *kwnames)                                            \
     {                                                                         \
-        PyObject *a[4];                                                       \
-        if (gfx_parse_args("Pool." #NAME, args, nargs, kwnames, map_names, 4, \
+        PyObject *a[5];                                                       \
+        if (gfx_parse_args("Pool." #NAME, args, nargs, kwnames, map_names, 5, \
                            2, a) < 0) {                                       \
             return NULL;                                                      \
         }                                                                     \
         if (a[3] == Py_None) {                                                \
             a[3] = NULL;                                                      \
         }                                                                     \
+        int64_t base = 0;                                                     \
+        if (a[4] != NULL && gfx_parse_offset(a[4], &base) < 0) {              \
+            return NULL;                                                      \
+        }                                                                     \
         if (POOL_CAST(op)->backend_proc) {                                    \
             if (gfx_pool_check_usable(POOL_CAST(op), #NAME) < 0) {            \
                 return NULL;                                                  \
             }                                                                 \
             return gfx_proc_map(POOL_CAST(op), a[0], a[1], a[2], (FLAGS),     \
-                                #NAME, a[3]);                                 \
+                                #NAME, a[3], base);                           \
         }                                                                     \
-        return gfx_map(POOL_CAST(op), a[0], a[1], a[2], (FLAGS), #NAME, a[3]);\
+        return gfx_map(POOL_CAST(op), a[0], a[1], a[2], (FLAGS), #NAME, a[3], \
+                       base);                                                 \
     }
 
 PyDoc_STRVAR(Pool_map_doc,

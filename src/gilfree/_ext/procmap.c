@@ -21,7 +21,12 @@ typedef struct {
     int is_range;
     int64_t r_start, r_step;
     PyObject *iter;
-    int64_t total;              /* -1: unknown */
+    /* Input indices are absolute: they start at `base` (gfx_proc_map's
+     * index_base, 0 but for an auto pool mapping the rest of an input whose
+     * head it ran itself), so every index a task, a worker message or an
+     * error carries is the user's.  Only reading the input subtracts it. */
+    int64_t base;
+    int64_t total;              /* base + number of items; -1: unknown */
     int64_t next_in;            /* next input index to chunk */
     int exhausted;
     int64_t fixed;              /* chunksize, 0: adaptive */
@@ -86,7 +91,8 @@ job_encode(ProcMapObject *j, int64_t start, int64_t count, PyObject *items)
     head.flags = t->tflags;
     int rc;
     if (items == NULL) {
-        int64_t payload[2] = {j->r_start + start * j->r_step, j->r_step};
+        int64_t payload[2] = {j->r_start + (start - j->base) * j->r_step,
+                              j->r_step};
         head.codec = GF_CODEC_RANGE;
         head.count = (uint32_t)count;
         rc = gfx_encode_raw(GF_MSG_TASK, &head, payload, sizeof payload,
@@ -159,10 +165,12 @@ job_encode(ProcMapObject *j, int64_t start, int64_t count, PyObject *items)
     return t;
 }
 
-/* The items [start, start+count) of a sequence input, as a list. */
+/* The items [start, start+count) of a sequence input, as a list
+ * (absolute indices: see `base`). */
 static PyObject *
 job_slice(ProcMapObject *j, int64_t start, int64_t count)
 {
+    start -= j->base;
     if (PyList_CheckExact(j->seq)) {
         return PyList_GetSlice(j->seq, (Py_ssize_t)start,
                                (Py_ssize_t)(start + count));
@@ -793,7 +801,7 @@ sink_count(void *arg)
 PyObject *
 gfx_proc_map(PoolObject *pool, PyObject *fn, PyObject *iterable,
              PyObject *chunksize, int flags, const char *method,
-             PyObject *progress)
+             PyObject *progress, int64_t index_base)
 {
     gfx_engine *e = pool->proc;
     gfx_state *st = e->st;
@@ -899,6 +907,11 @@ gfx_proc_map(PoolObject *pool, PyObject *fn, PyObject *iterable,
     gf_chunker_init(&j->chunker, j->total, 0, e->n, MAP_TARGET_NS);
     if (j->total == 0) {
         j->exhausted = 1;
+    }
+    j->base = index_base;
+    j->next_in = j->next_out = index_base;
+    if (j->total >= 0) {
+        j->total += index_base;
     }
     if (flags & GFX_MAP_LAZY) {
         job_link(j);
