@@ -247,20 +247,9 @@ class Pool(_core.Pool):
             raise value
         cpu1 = _worker_threads_cpu()
         workers_cpu = None if cpu0 is None or cpu1 is None else cpu1 - cpu0
-        items = len(value)
-        if (
-            items
-            and workers_cpu is not None
-            and probe.gil_held >= 0.7
-            # The GIL was busy AND the workers computed about one core's
-            # worth between them: they took turns.  (Another busy thread of
-            # the program keeps the GIL busy too, but not the workers.)
-            and 0.6 * probe.wall_time <= workers_cpu <= 1.4 * probe.wall_time
-            and probe.wall_time >= 0.05
-            and probe.wall_time / items >= 50e-6  # tiny items: processes would not help
-        ):
+        if _took_turns(probe, workers_cpu, len(value)):
             self._gil_warned = True
-            _auto.performance_warning(func, probe, items, self.workers)
+            _auto.performance_warning(func, probe, len(value), self.workers)
         return value
 
     # -- asyncio -------------------------------------------------------------------
@@ -419,6 +408,21 @@ def _has_lifecycle(options: dict) -> bool:
     return False
 
 
+def _took_turns(probe: Any, workers_cpu: Optional[float], items: int) -> bool:
+    """Whether a map that `probe` watched ran its worker threads one at a
+    time on substantial items: the GIL was busy AND the workers computed
+    about one core's worth between them.  (Another busy thread of the
+    program keeps the GIL busy too, but not the workers.)"""
+    return bool(
+        items
+        and workers_cpu is not None
+        and probe.gil_held >= 0.7
+        and 0.6 * probe.wall_time <= workers_cpu <= 1.4 * probe.wall_time
+        and probe.wall_time >= 0.05
+        and probe.wall_time / items >= 50e-6  # tiny items: processes would not help
+    )
+
+
 def _worker_threads_cpu() -> Optional[float]:
     """CPU seconds used so far by gilfree's native threads ("gilfree-*"), from
     /proc; None where that cannot be read (not Linux)."""
@@ -474,6 +478,13 @@ class AutoPool(Pool):
 
     RECHECK_EVERY = 16
     """A remembered decision is measured again every this many maps."""
+
+    RECHECK_SECONDS = 0.05
+    """Within a map sent to threads: the estimated wall time of its first
+    part, after which threads are checked to be still right; later parts
+    double, up to RECHECK_MAX_SECONDS."""
+
+    RECHECK_MAX_SECONDS = 1.0
 
     def __init__(
         self,
@@ -623,6 +634,11 @@ class AutoPool(Pool):
         # The rest of the input starts at index `offset`: errors name the
         # user's index, not one counted from the end of the probed items.
         offset = len(taken)
+        if not lazy and target is None and isinstance(rest, (list, tuple, range)) and self._recheck_due(decision):
+            out = self._map_rechecked(c_method, func, rest, chunksize, decision, offset, report)
+            if results:
+                out[:0] = results
+            return out
         if not lazy:
             if report is not None:
                 # The probed items are done already: count them first.
@@ -640,6 +656,74 @@ class AutoPool(Pool):
             # by the C iterator itself: no Python frame per item.
             it._prepend(results, error)
         return it
+
+    def _recheck_due(self, decision: Decision) -> bool:
+        """Whether a map the decision sends to threads is watched as it goes
+        (see _map_rechecked): only where processes could do better."""
+        return decision.backend == "threads" and self.workers > 1 and _probe.gil_enabled()
+
+    def _map_rechecked(self, c_method: Any, func: Any, rest: Any, chunksize: Any, decision: Decision,
+                       offset: int, report: Any) -> List[Any]:
+        """Map `rest` (a sequence; input index `offset` onwards) on threads,
+        re-checking as it goes that threads are still right.
+
+        The first items may not be like the rest (inputs sorted by size, a
+        cache warm for the first ones, a fast path for small values).  So a
+        long input runs in parts: the first worth RECHECK_SECONDS of wall
+        time by the probe's estimate, each next one twice as long by the
+        time its predecessor measured, up to RECHECK_MAX_SECONDS (an input
+        no longer than the first part runs in one: no cost).  Each part but the
+        last is watched like an explicit thread pool's map (_took_turns).
+        When the workers took turns on the GIL over substantial items, and
+        what is left is worth starting processes for, the rest goes to
+        processes and the pool remembers the new decision.  A part boundary
+        costs the time the last worker takes to finish its last chunk."""
+        n = len(rest)
+        seconds = self.RECHECK_SECONDS
+        item_wall = max(decision.seconds_per_item, 1e-9) / self.workers
+        size = max(64, int(seconds / item_wall))
+        out: List[Any] = []
+        pos = 0
+        if report is not None:
+            report(offset)  # the probed items are done already
+        while pos < n:
+            end = n if n - pos <= size else pos + size
+            part = rest[pos:end]
+            kwargs: "dict[str, Any]" = {"_offset": offset + pos}
+            if report is not None:
+                kwargs["_progress"] = lambda k, done=offset + pos: report(done + k)
+            if end == n:
+                out += c_method(self, func, part, chunksize, **kwargs)
+                break
+            cpu0 = _worker_threads_cpu()
+            ok, value, probe = _probe._measure(c_method, (self, func, part, chunksize), kwargs, own_thread=False)
+            if not ok:
+                raise value
+            cpu1 = _worker_threads_cpu()
+            out += value
+            pos = end
+            workers_cpu = None if cpu0 is None or cpu1 is None else cpu1 - cpu0
+            if _took_turns(probe, workers_cpu, len(part)):
+                assert workers_cpu is not None
+                per_item = workers_cpu / len(part)   # CPU per item: its serial cost
+                left = n - pos
+                if self._procs is not None or per_item * left >= _auto.PROCESS_START_SECONDS:
+                    switched = Decision(
+                        _probe._describe(func), "processes",
+                        f"re-checked at input index {offset + pos}: the worker threads took turns on the GIL "
+                        f"({probe.gil_held:.0%} held; {workers_cpu * 1e3:.0f} ms CPU in "
+                        f"{probe.wall_time * 1e3:.0f} ms over {len(part)} items), so the other "
+                        f"{left} items went to processes", probe, len(part), per_item)
+                    self._remember(func, switched)
+                    procs = self._processes()
+                    kwargs = {"_offset": offset + pos}
+                    if report is not None:
+                        kwargs["_progress"] = lambda k, done=offset + pos: report(done + k)
+                    out += c_method(procs, func, rest[pos:], chunksize, **kwargs)
+                    break
+            seconds = min(2 * seconds, self.RECHECK_MAX_SECONDS)
+            size = max(64, int(seconds / max(probe.wall_time / len(part), 1e-9)))
+        return out
 
     def map(self, func: Callable[[Any], R], iterable: Iterable[Any], chunksize: Optional[int] = None, *,  # type: ignore[override]
             progress: _progress.ProgressOption = False) -> List[R]:

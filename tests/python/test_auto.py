@@ -11,6 +11,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import hashlib
 import os
+import time
 import warnings
 
 import pytest
@@ -182,6 +183,54 @@ def test_starmap_bad_item_after_the_probed_items_names_the_users_index():
     with gilfree.Pool(2) as pool:
         with pytest.raises(TypeError, match=r"input index 200000 is not an iterable"):
             pool.starmap(divmod, items)
+
+
+def sleeps_then_holds(x: int) -> int:
+    """Inputs below 1000 wait (release the GIL); the rest compute in pure
+    Python (~1 ms, holding it): the probed first items are not like the rest."""
+    if x < 1000:
+        time.sleep(0.0002)
+        return x
+    return holds(15_000) + x
+
+
+def test_a_map_sent_to_threads_moves_to_processes_when_later_items_hold_the_gil():
+    items = list(range(2600))
+    with gilfree.Pool(2) as pool:
+        got = pool.map(sleeps_then_holds, items)
+        assert got == [x if x < 1000 else holds(15_000) + x for x in items]
+        d = pool.decision
+        assert d.backend == "processes", d
+        assert "re-checked at input index" in d.reason, d.reason
+        assert len(pool.pids) == 2
+        # Remembered: the next map of it starts on processes.
+        assert pool.map(sleeps_then_holds, [1500, 1501]) == [holds(15_000) + 1500, holds(15_000) + 1501]
+        assert pool.backend == "processes"
+
+
+def test_a_map_that_stays_like_its_first_items_stays_on_threads():
+    with gilfree.Pool(2) as pool:
+        assert pool.map(sleeps_then_holds, range(1000)) == list(range(1000))
+        assert pool.backend == "threads" and "re-checked" not in pool.decision.reason
+        assert pool.pids == []
+
+
+def test_errors_and_progress_across_rechecked_parts():
+    # The input runs in parts (and may move to processes part-way): the
+    # error still names the user's index, progress counts every item once.
+    with gilfree.Pool(2) as pool:
+        with pytest.raises(ValueError) as info:
+            pool.map(fails_beyond_the_parts, range(2600))
+        assert index_note(info.value).endswith("input index 2400"), info.value.__notes__
+        seen = []
+        out = pool.map(sleeps_then_holds, range(2600), progress=lambda n: seen.append(n))
+        assert len(out) == 2600 and seen and seen[-1] == 2600 and seen == sorted(seen)
+
+
+def fails_beyond_the_parts(x: int) -> int:
+    if x == 2400:
+        raise ValueError("late")
+    return sleeps_then_holds(x)
 
 
 def test_auto_imap_is_the_c_iterator():
