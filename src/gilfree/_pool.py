@@ -479,10 +479,11 @@ class AutoPool(Pool):
     RECHECK_EVERY = 16
     """A remembered decision is measured again every this many maps."""
 
-    RECHECK_SECONDS = 0.05
+    RECHECK_SECONDS = 0.25
     """Within a map sent to threads: the estimated wall time of its first
     part, after which threads are checked to be still right; later parts
-    double, up to RECHECK_MAX_SECONDS."""
+    double, up to RECHECK_MAX_SECONDS.  Shorter maps run in one part: what
+    processes could save on them barely pays for starting processes."""
 
     RECHECK_MAX_SECONDS = 1.0
 
@@ -688,7 +689,7 @@ class AutoPool(Pool):
             report(offset)  # the probed items are done already
         while pos < n:
             end = n if n - pos <= size else pos + size
-            part = rest[pos:end]
+            part = rest if pos == 0 and end == n else rest[pos:end]  # no copy of a whole list
             kwargs: "dict[str, Any]" = {"_offset": offset + pos}
             if report is not None:
                 kwargs["_progress"] = lambda k, done=offset + pos: report(done + k)

@@ -195,7 +195,7 @@ def sleeps_then_holds(x: int) -> int:
 
 
 def test_a_map_sent_to_threads_moves_to_processes_when_later_items_hold_the_gil():
-    items = list(range(2600))
+    items = list(range(4000))   # the first part (~0.25 s of sleeps by the probe) ends well before
     with gilfree.Pool(2) as pool:
         got = pool.map(sleeps_then_holds, items)
         assert got == [x if x < 1000 else holds(15_000) + x for x in items]
