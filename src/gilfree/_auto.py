@@ -13,6 +13,7 @@ GIL is disabled (free-threaded CPython) threads are always right.
 
 from __future__ import annotations
 
+import itertools
 import time
 import warnings
 from dataclasses import dataclass, field, replace
@@ -86,21 +87,42 @@ class Decision:
         return f"{self.function} -> {self.backend}: {self.reason}"
 
 
-def _run_items(fn: Callable[..., Any], items: Iterator[Any], star: bool, budget: float) -> Tuple[List[Any], List[Any], Optional[BaseException]]:
-    """Call fn on items until the budget is spent or they run out: (inputs
-    taken, results, the exception of the last one taken or None)."""
-    taken: List[Any] = []
+def _run_items(fn: Callable[..., Any], items: Iterator[Any], star: bool,
+               budget: float) -> Tuple[int, List[Any], Optional[BaseException], List[Any]]:
+    """Call fn on items until the budget is spent or they run out.
+
+    Returns (inputs taken, results, the exception of the last one taken or
+    None, inputs read but not taken).  Items run in batches between two
+    looks at the clock (1, 2, 4 ... up to 1024, never more than the time left
+    at the rate so far), so that the probe runs tiny items at nearly the
+    speed of a plain loop (a clock read and two appends per item made it
+    ~2.5x slower than serial)."""
     results: List[Any] = []
-    deadline = time.perf_counter() + budget
-    for item in items:
-        taken.append(item)
-        try:
-            results.append(fn(*item) if star else fn(item))
-        except Exception as exc:  # noqa: BLE001 - re-raised by the caller, with its index
-            return taken, results, exc
-        if time.perf_counter() >= deadline:
+    append = results.append
+    start = time.perf_counter()
+    deadline = start + budget
+    batch = 1
+    while True:
+        chunk = list(itertools.islice(items, batch))
+        if not chunk:
             break
-    return taken, results, None
+        before = len(results)
+        try:
+            if star:
+                for args in chunk:
+                    append(fn(*args))
+            else:
+                for x in chunk:
+                    append(fn(x))
+        except Exception as exc:  # noqa: BLE001 - re-raised by the caller, with its index
+            failed = len(results) - before   # its position in the chunk
+            return len(results) + 1, results, exc, chunk[failed + 1:]
+        now = time.perf_counter()
+        if now >= deadline:
+            break
+        per_item = (now - start) / len(results)
+        batch = max(1, min(2 * batch, 1024, int((deadline - now) / per_item) if per_item > 0 else 1024))
+    return len(results), results, None, []
 
 
 def decide(fn: Callable[..., Any], probe: Optional[Probe], count: int, remaining: Optional[int],
@@ -142,11 +164,12 @@ def decide(fn: Callable[..., Any], probe: Optional[Probe], count: int, remaining
 
 
 def probe_first_items(fn: Callable[..., Any], iterable: Iterable[Any], star: bool,
-                      processes_running: bool = False) -> Tuple[Decision, List[Any], List[Any], Iterator[Any], Optional[BaseException]]:
+                      processes_running: bool = False) -> Tuple[Decision, int, List[Any], Iterator[Any], Optional[BaseException]]:
     """Run the first items of a map under the probe.
 
-    Returns (decision, inputs taken, their results, an iterator over the rest
-    of the input, the exception an item raised or None)."""
+    Returns (decision, how many inputs were taken, their results, an
+    iterator over the rest of the input, the exception an item raised or
+    None)."""
     remaining_total: Optional[int]
     try:
         remaining_total = len(iterable)  # type: ignore[arg-type]
@@ -154,16 +177,17 @@ def probe_first_items(fn: Callable[..., Any], iterable: Iterable[Any], star: boo
         remaining_total = None
     it = iter(iterable)
     if not _probe.gil_enabled():
-        return decide(fn, None, 0, remaining_total), [], [], it, None
+        return decide(fn, None, 0, remaining_total), 0, [], it, None
     ok, value, probe = _probe._measure(_run_items, (fn, it, star, PROBE_SECONDS), None)
     if not ok:
         raise value
-    taken, results, error = value
+    taken, results, error, unread = value
     # The probe ran the helper that calls fn item by item: name fn.
     probe = replace(probe, function=_probe._describe(fn))
-    remaining = None if remaining_total is None else remaining_total - len(taken)
-    decision = decide(fn, probe, max(1, len(taken)), remaining, processes_running)
-    return decision, taken, results, it, error
+    remaining = None if remaining_total is None else remaining_total - taken
+    decision = decide(fn, probe, max(1, taken), remaining, processes_running)
+    rest = itertools.chain(unread, it) if unread else it
+    return decision, taken, results, rest, error
 
 
 def performance_warning(fn: Callable[..., Any], probe: Probe, items: int, workers: int) -> None:

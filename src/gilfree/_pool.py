@@ -596,7 +596,7 @@ class AutoPool(Pool):
             empty.close()
         _check_iterable(method, iterable)
         decision = self._cached(func)
-        taken: List[Any] = []
+        taken = 0
         results: List[Any] = []
         error: Optional[BaseException] = None
         rest: Any = iterable
@@ -614,11 +614,11 @@ class AutoPool(Pool):
             self._remember(func, decision)
             # Keep a list, tuple or range a sequence: the backends take
             # sequences by the fast path (and ranges as two numbers).
-            rest = iterable[len(taken):] if isinstance(iterable, (list, tuple, range)) else rest_it
+            rest = iterable[taken:] if isinstance(iterable, (list, tuple, range)) else rest_it
         if error is not None:
             # As from a worker: the input index in a RemoteTraceback cause
             # and in a note (here the traceback is this thread's own).
-            index = len(taken) - 1
+            index = taken - 1
             name = _probe._describe(func)
             text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
             error.__cause__ = _core.RemoteTraceback(
@@ -634,7 +634,7 @@ class AutoPool(Pool):
         owner = target if target is not None else self
         # The rest of the input starts at index `offset`: errors name the
         # user's index, not one counted from the end of the probed items.
-        offset = len(taken)
+        offset = taken
         if not lazy and target is None and isinstance(rest, (list, tuple, range)) and self._recheck_due(decision):
             out = self._map_rechecked(c_method, func, rest, chunksize, decision, offset, report)
             if results:

@@ -115,7 +115,7 @@ def test_error_in_a_probed_item_names_its_index():
 
 def quick_fails_at(x: int) -> int:
     """Fast (threads); fails far beyond the probed first items."""
-    if x == 150_000:
+    if x == 1_000_000:
         raise ValueError("quick")
     return x
 
@@ -144,15 +144,15 @@ def test_errors_after_the_probed_items_name_the_users_index(kind):
     # the user's input, not one counted from where the rest began.
     with gilfree.Pool(2) as pool:
         with pytest.raises(ValueError, match="quick") as info:
-            pool.map(quick_fails_at, kind(300_000))
-        assert pool.backend == "threads" and 0 < pool.decision.items_probed < 150_000
-        assert index_note(info.value).endswith("input index 150000"), info.value.__notes__
-        assert "input index 150000)" in str(info.value.__cause__)
-        it = pool.imap(quick_fails_at, kind(300_000))
+            pool.map(quick_fails_at, kind(1_200_000))
+        assert pool.backend == "threads" and 0 < pool.decision.items_probed < 1_000_000
+        assert index_note(info.value).endswith("input index 1000000"), info.value.__notes__
+        assert "input index 1000000)" in str(info.value.__cause__)
+        it = pool.imap(quick_fails_at, kind(1_200_000))
         with pytest.raises(ValueError) as info:
             for _ in it:
                 pass
-        assert index_note(info.value).endswith("input index 150000")
+        assert index_note(info.value).endswith("input index 1000000")
 
         with pytest.raises(ValueError, match="slow") as info:
             pool.map(holds_fails_at, kind(700))
@@ -178,10 +178,10 @@ def test_a_worker_death_after_the_probed_items_names_the_users_index():
 
 
 def test_starmap_bad_item_after_the_probed_items_names_the_users_index():
-    items = [(i, 1) for i in range(300_000)]
-    items[200_000] = 5   # not an iterable of arguments
+    items = [(i, 1) for i in range(1_200_000)]
+    items[1_000_000] = 5   # not an iterable of arguments; far beyond the probed items
     with gilfree.Pool(2) as pool:
-        with pytest.raises(TypeError, match=r"input index 200000 is not an iterable"):
+        with pytest.raises(TypeError, match=r"input index 1000000 is not an iterable"):
             pool.starmap(divmod, items)
 
 
