@@ -96,6 +96,20 @@ INNER_THREAD_VARS = (
 """Environment variables that size BLAS/OpenMP thread pools when a library loads."""
 
 
+_NATIVE_POOL_LIBS = (b"blas", b"mkl", b"gomp", b"libomp", b"iomp", b"blis", b"lapack", b"tbb")
+
+
+def _native_pools_loaded() -> bool:
+    """Whether this process may have loaded a library with a thread pool
+    threadpoolctl knows (True where /proc/self/maps cannot be read)."""
+    try:
+        with open("/proc/self/maps", "rb") as f:
+            maps = f.read()
+    except OSError:
+        return True
+    return any(name in maps for name in _NATIVE_POOL_LIBS)
+
+
 def limit_inner_threads(n: int, env: bool = True) -> Any:
     """Hold BLAS/OpenMP thread pools to n threads: libraries already loaded
     through threadpoolctl and, with env (a worker process), libraries loaded
@@ -105,6 +119,11 @@ def limit_inner_threads(n: int, env: bool = True) -> Any:
     if env:
         for var in INNER_THREAD_VARS:
             os.environ[var] = str(n)
+        if not _native_pools_loaded():
+            # A fresh worker (forkserver, spawn) has loaded no BLAS/OpenMP
+            # library yet: the variables above size the ones it loads, and
+            # importing threadpoolctl (~10-15 ms) would only slow its start.
+            return None
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:  # pragma: no cover - a dependency, but be kind
