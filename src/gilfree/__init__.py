@@ -16,6 +16,9 @@ See ``python -m gilfree demo`` for what it does on this machine.
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any, List
+
 from ._core import (
     AsyncResult,
     InitializerError,
@@ -26,12 +29,42 @@ from ._core import (
     WorkerDiedError,
     WorkerExitError,
 )
-from ._executor import Executor
-from ._insights import Insights
-from ._pool import Decision, PerformanceWarning, Pool, map, usable_cpus
-from ._probe import Probe, probe
+
+if TYPE_CHECKING:
+    from ._executor import Executor
+    from ._insights import Insights
+    from ._pool import Decision, PerformanceWarning, Pool, map, usable_cpus
+    from ._probe import Probe, probe
 
 __version__ = "0.1.0"
+
+# The Python layer is imported on first use of one of its names (PEP 562):
+# a worker process, and the forkserver that starts them, import gilfree for
+# its C core only, and `import gilfree` stays cheap.
+_LAZY = {
+    "Executor": "_executor",
+    "Insights": "_insights",
+    "Decision": "_pool",
+    "PerformanceWarning": "_pool",
+    "Pool": "_pool",
+    "map": "_pool",
+    "usable_cpus": "_pool",
+    "Probe": "_probe",
+    "probe": "_probe",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'gilfree' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value   # next time a plain module attribute
+    return value
+
+
+def __dir__() -> List[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 __all__ = [
     "AsyncResult",

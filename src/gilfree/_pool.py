@@ -9,19 +9,21 @@ pools that were never closed, and the one-shot :func:`map`.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import threading
 import traceback
 import warnings
 import weakref
-from typing import Any, AsyncGenerator, Callable, Iterable, Iterator, List, Mapping, Optional, TypeVar, Union
+from typing import TYPE_CHECKING, Any, AsyncGenerator, Callable, Iterable, Iterator, List, Mapping, Optional, TypeVar, Union
 
-from . import _asyncio, _auto, _core, _probe, _progress
+from . import _auto, _core, _probe, _progress
 from ._insights import Insights
 from ._auto import Decision, PerformanceWarning
 from ._lifecycle import LIFECYCLE_OPTIONS, NOT_GIVEN, lifecycle_spec
 from ._process import inner_threads_for, limit_inner_threads, process_options
+
+if TYPE_CHECKING:
+    import asyncio
 
 __all__ = ["Pool", "map", "usable_cpus", "Decision", "PerformanceWarning"]
 
@@ -265,6 +267,8 @@ class Pool(_core.Pool):
         >>> asyncio.run(main())
         [1, 2, 3]
         """
+        from . import _asyncio  # asyncio is imported on first use: ~25-40 ms that no other path needs
+
         return await _asyncio.amap(self, func, iterable, chunksize)
 
     def aimap(self, func: Callable[[Any], R], iterable: Iterable[Any], chunksize: Optional[int] = None, *,
@@ -279,6 +283,8 @@ class Pool(_core.Pool):
         >>> asyncio.run(main())
         ['0', '1', '2']
         """
+        from . import _asyncio
+
         return _asyncio.aimap(self, func, iterable, chunksize, ordered=ordered)
 
     def aapply(self, func: Callable[..., R], /, *args: Any, **kwargs: Any) -> "asyncio.Future[R]":
@@ -295,6 +301,8 @@ class Pool(_core.Pool):
         >>> asyncio.run(main())
         (3, 1)
         """
+        from . import _asyncio
+
         return _asyncio.aapply(self, func, *args, **kwargs)
 
     @property
