@@ -1193,7 +1193,12 @@ then from the medians): above 1.00x is faster than the baseline, and every ratio
 from this one run. Where the baseline is the "best peer", it is the peer row with the
 fastest best run, named in the column's heading. Slow peers run fewer items (see N); per
 item rates remain comparable. Targets are gilfree's goals and are judged on the best-run
-ratio. Absolute numbers belong to this machine; only the ratios travel, and only roughly."""
+ratio. Absolute numbers belong to this machine; only the ratios travel, and only roughly. The thread group's
+`gilfree` rows use `gilfree.Pool(W)` with its default backend, "auto": each timed map is
+the function's first on a fresh pool, so it includes the GIL probe, which runs the first
+~15 ms of items (at least one) in the calling thread before the workers take the rest; on
+an input of a few large items that is up to one item's time alone (the zlib row: 8 items
+of ~135 ms). The next maps of the same function on that pool skip it."""
 
 
 def print_header(info: dict[str, Any], libs: dict[str, Library],
