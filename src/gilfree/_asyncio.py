@@ -147,27 +147,24 @@ async def amap(pool: Any, fn: Callable[[Any], R], iterable: Iterable[Any], chunk
     stop = threading.Event()
     _start_pump(it, handoff, None, stop)
     out: List[R] = []
+    items = handoff.items
     try:
         while True:
             value, exc = await handoff.get()
-            if exc is not None:
-                raise exc
-            if value is _END:
-                return out
-            out.append(value)
             # Take what else has arrived without a round trip through the
             # loop's queue, but let other coroutines run now and then.
-            items = handoff.items
-            for _ in range(4096):
-                if not items:
-                    break
-                value, exc = items.popleft()
+            taken = 0
+            while True:
                 if exc is not None:
                     raise exc
                 if value is _END:
                     return out
                 out.append(value)
-            else:
+                taken += 1
+                if not items or taken == 4096:
+                    break
+                value, exc = items.popleft()
+            if taken == 4096:
                 await asyncio.sleep(0)
     finally:
         stop.set()

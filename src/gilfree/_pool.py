@@ -643,19 +643,21 @@ class AutoPool(Pool):
         # The rest of the input starts at index `offset`: errors name the
         # user's index, not one counted from the end of the probed items.
         offset = taken
-        if not lazy and target is None and isinstance(rest, (list, tuple, range)) and self._recheck_due(decision):
-            out = self._map_rechecked(c_method, func, rest, chunksize, decision, offset, report)
-            if results:
-                out[:0] = results
-            return out
         if not lazy:
             if report is not None:
-                # The probed items are done already: count them first.
-                report(offset)
-                out = c_method(owner, func, rest, chunksize, _progress=lambda n: report(offset + n),
-                               _offset=offset)
+                report(offset)  # the probed items are done already: count them first
+
+            def run(pool: Any, part: Any, start: int) -> List[Any]:
+                """Map `part`, the items of `rest` from `start` on, on `pool`."""
+                kwargs: "dict[str, Any]" = {"_offset": offset + start}
+                if report is not None:
+                    kwargs["_progress"] = lambda k: report(offset + start + k)
+                return c_method(pool, func, part, chunksize, **kwargs)
+
+            if target is None and isinstance(rest, (list, tuple, range)) and self._recheck_due(decision):
+                out = self._map_rechecked(run, func, rest, decision, offset)
             else:
-                out = c_method(owner, func, rest, chunksize, _offset=offset)
+                out = run(owner, rest, 0)
             if results:  # the probed items' results come first
                 out[:0] = results
             return out
@@ -671,10 +673,11 @@ class AutoPool(Pool):
         (see _map_rechecked): only where processes could do better."""
         return decision.backend == "threads" and self.workers > 1 and _probe.gil_enabled()
 
-    def _map_rechecked(self, c_method: Any, func: Any, rest: Any, chunksize: Any, decision: Decision,
-                       offset: int, report: Any) -> List[Any]:
+    def _map_rechecked(self, run: Callable[[Any, Any, int], List[Any]], func: Any, rest: Any,
+                       decision: Decision, offset: int) -> List[Any]:
         """Map `rest` (a sequence; input index `offset` onwards) on threads,
-        re-checking as it goes that threads are still right.
+        re-checking as it goes that threads are still right; `run(pool,
+        part, start)` maps the part of `rest` that starts at `start`.
 
         The first items may not be like the rest (inputs sorted by size, a
         cache warm for the first ones, a fast path for small values).  So a
@@ -693,19 +696,14 @@ class AutoPool(Pool):
         size = max(64, int(seconds / item_wall))
         out: List[Any] = []
         pos = 0
-        if report is not None:
-            report(offset)  # the probed items are done already
         while pos < n:
             end = n if n - pos <= size else pos + size
             part = rest if pos == 0 and end == n else rest[pos:end]  # no copy of a whole list
-            kwargs: "dict[str, Any]" = {"_offset": offset + pos}
-            if report is not None:
-                kwargs["_progress"] = lambda k, done=offset + pos: report(done + k)
             if end == n:
-                out += c_method(self, func, part, chunksize, **kwargs)
+                out += run(self, part, pos)
                 break
             cpu0 = _worker_threads_cpu()
-            ok, value, probe = _probe._measure(c_method, (self, func, part, chunksize), kwargs, own_thread=False)
+            ok, value, probe = _probe._measure(run, (self, part, pos), None, own_thread=False)
             if not ok:
                 raise value
             cpu1 = _worker_threads_cpu()
@@ -724,11 +722,7 @@ class AutoPool(Pool):
                         f"{probe.wall_time * 1e3:.0f} ms over {len(part)} items), so the other "
                         f"{left} items went to processes", probe, len(part), per_item)
                     self._remember(func, switched)
-                    procs = self._processes()
-                    kwargs = {"_offset": offset + pos}
-                    if report is not None:
-                        kwargs["_progress"] = lambda k, done=offset + pos: report(done + k)
-                    out += c_method(procs, func, rest[pos:], chunksize, **kwargs)
+                    out += run(self._processes(), rest[pos:], pos)
                     break
             seconds = min(2 * seconds, self.RECHECK_MAX_SECONDS)
             size = max(64, int(seconds / max(probe.wall_time / len(part), 1e-9)))
