@@ -338,28 +338,6 @@ def _in_dask_worker(distributed: Any) -> bool:
     return True
 
 
-def _check_workers(workers: Any) -> Optional[int]:
-    if workers is None:
-        return None
-    if isinstance(workers, bool) or not isinstance(workers, int):
-        raise TypeError(f"Pool(): workers must be an int or None, got {workers!r} (type {type(workers).__name__})")
-    if workers < 1:
-        raise ValueError(f"Pool(): workers must be >= 1, got {workers!r}")
-    if workers > 4096:
-        raise ValueError(f"Pool(): workers={workers!r} is too large (at most 4096)")
-    return workers
-
-
-def _check_chunksize(chunksize: Any, method: str) -> Optional[int]:
-    if chunksize is None:
-        return None
-    if isinstance(chunksize, bool) or not isinstance(chunksize, int):
-        raise TypeError(f"Pool.{method}(): chunksize must be an int >= 1 or None, got {chunksize!r}")
-    if chunksize < 1:
-        raise ValueError(f"Pool.{method}(): chunksize must be >= 1, got {chunksize!r}")
-    return chunksize
-
-
 class DaskPool(_pool.Pool):
     """``gilfree.Pool(workers=None, backend="dask", *, client=None,
     address=None, connect_timeout=10, task_timeout=None, retries=0,
@@ -397,7 +375,7 @@ class DaskPool(_pool.Pool):
                 raise ValueError(
                     f"Pool(): {name}= is not supported with backend='dask' (supported there: client=, "
                     "address=, connect_timeout=, task_timeout=, retries=, shared=)")
-        n = _check_workers(workers)
+        n = _core._check_workers(workers)
         if task_timeout is not None:
             if isinstance(task_timeout, bool) or not isinstance(task_timeout, (int, float)):
                 raise TypeError(f"Pool(): task_timeout must be a number of seconds or None, got {task_timeout!r}")
@@ -748,7 +726,7 @@ class DaskPool(_pool.Pool):
                ordered: bool) -> "_MapRun":
         if not callable(func):
             raise TypeError(f"Pool.{method}(): func must be callable, got {func!r} (type {type(func).__name__})")
-        size = _check_chunksize(chunksize, method)
+        size = _core._check_chunksize(chunksize, method)
         self._check_open(method)
         _pool._check_iterable(method, iterable)
         run = _MapRun(self, method, func, iterable, size, star, lazy, ordered)

@@ -539,6 +539,8 @@ int gfx_parse_args(const char *fname, PyObject *const *args, Py_ssize_t nargs,
 /* Parse chunksize: None -> 0 (adaptive), else an int >= 1 (huge values
  * clamp).  0 or -1 with TypeError/ValueError naming Pool.<method>(). */
 int gfx_parse_chunksize(PyObject *obj, const char *method, int64_t *out);
+/* Pool(workers=): None (NULL) -> the usable CPUs; else an int in 1..4096. */
+int gfx_parse_workers(PyObject *workers, long *out);
 
 /* Parse a timeout (None -> -1.0; negative -> treated as 0, like
  * multiprocessing).  Returns 0 or -1 with TypeError. */

@@ -243,12 +243,48 @@ PyDoc_STRVAR(worker_main_doc,
 "Run the process backend's worker loop on the given channel until the\n"
 "pool stops it (internal: gilfree._process starts it in a worker).");
 
+/* Pool argument checks for pools that have no C core under them (the
+ * Dask backend), so that every backend refuses the same values with the
+ * same words. */
+static PyObject *
+check_workers(PyObject *module, PyObject *workers)
+{
+    long n;
+    if (workers != Py_None && gfx_parse_workers(workers, &n) < 0) {
+        return NULL;
+    }
+    return Py_NewRef(workers);
+}
+
+static PyObject *
+check_chunksize(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyUnicode_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "_check_chunksize(chunksize, method)");
+        return NULL;
+    }
+    const char *method = PyUnicode_AsUTF8(args[1]);
+    int64_t chunk;
+    if (method == NULL || gfx_parse_chunksize(args[0], method, &chunk) < 0) {
+        return NULL;
+    }
+    return Py_NewRef(args[0]);
+}
+
 static PyMethodDef module_methods[] = {
     {"_worker_main", gfx_worker_main, METH_VARARGS, worker_main_doc},
     {"_probe_call", (PyCFunction)(void (*)(void))gfx_probe_call,
      METH_FASTCALL, gfx_probe_call_doc},
     {"usable_cpus", usable_cpus, METH_NOARGS, usable_cpus_doc},
     {"strerror", core_strerror, METH_O, strerror_doc},
+    {"_check_workers", check_workers, METH_O,
+     "_check_workers(workers, /)\n--\n\n"
+     "Return workers if Pool() accepts it (None or an int in 1..4096), else "
+     "raise its TypeError/ValueError (internal: the Dask backend)."},
+    {"_check_chunksize", (PyCFunction)(void (*)(void))check_chunksize,
+     METH_FASTCALL, "_check_chunksize(chunksize, method, /)\n--\n\n"
+     "Return chunksize if Pool.<method>() accepts it (None or an int >= 1), "
+     "else raise its TypeError/ValueError (internal: the Dask backend)."},
     {"_pending_result", (PyCFunction)(void (*)(void))gfx_pending_result,
      METH_FASTCALL, "_pending_result(fn, callback, error_callback, /)\n--\n\n"
      "An AsyncResult that Python code settles once (internal: the Dask "

@@ -657,32 +657,8 @@ Pool_init(PyObject *op, PyObject *args, PyObject *kwargs)
         }
     }
     long n;
-    if (workers == Py_None) {
-        n = gf_usable_cpus();
-    }
-    else {
-        if (PyBool_Check(workers) || !PyLong_Check(workers)) {
-            PyErr_Format(PyExc_TypeError,
-                         "Pool(): workers must be an int or None, got %R "
-                         "(type %.100s)", workers, Py_TYPE(workers)->tp_name);
-            return -1;
-        }
-        int overflow = 0;
-        n = PyLong_AsLongAndOverflow(workers, &overflow);
-        if (n == -1 && PyErr_Occurred()) {
-            return -1;
-        }
-        if (overflow > 0 || n > 4096) {
-            PyErr_Format(PyExc_ValueError,
-                         "Pool(): workers=%R is too large (at most 4096)",
-                         workers);
-            return -1;
-        }
-        if (overflow < 0 || n < 1) {
-            PyErr_Format(PyExc_ValueError,
-                         "Pool(): workers must be >= 1, got %R", workers);
-            return -1;
-        }
+    if (gfx_parse_workers(workers, &n) < 0) {
+        return -1;
     }
     gfx_state *st = gfx_state_from_type(Py_TYPE(op));
     gfx_lc *lc = NULL;
@@ -1155,6 +1131,39 @@ Pool_apply(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
     }
     Py_DECREF(ar);
     return res;
+}
+
+int
+gfx_parse_workers(PyObject *workers, long *out)
+{
+    if (workers == NULL || workers == Py_None) {
+        *out = gf_usable_cpus();
+        return 0;
+    }
+    if (PyBool_Check(workers) || !PyLong_Check(workers)) {
+        PyErr_Format(PyExc_TypeError,
+                     "Pool(): workers must be an int or None, got %R "
+                     "(type %.100s)", workers, Py_TYPE(workers)->tp_name);
+        return -1;
+    }
+    int overflow = 0;
+    long n = PyLong_AsLongAndOverflow(workers, &overflow);
+    if (n == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (overflow > 0 || n > 4096) {
+        PyErr_Format(PyExc_ValueError,
+                     "Pool(): workers=%R is too large (at most 4096)",
+                     workers);
+        return -1;
+    }
+    if (overflow < 0 || n < 1) {
+        PyErr_Format(PyExc_ValueError,
+                     "Pool(): workers must be >= 1, got %R", workers);
+        return -1;
+    }
+    *out = n;
+    return 0;
 }
 
 static int
