@@ -502,15 +502,6 @@ def run_op(op: Op, libs: dict[str, Lib], repeat: int, workers: int,
 # ---------------------------------------------------------------------------------------
 
 
-def markdown_table(header: list[str], rows: list[list[str]], right: set[int]) -> str:
-    out = ["| " + " | ".join(header) + " |",
-           "|" + "|".join("---:" if i in right else ":---" for i in range(len(header))) + "|"]
-    for row in rows:
-        row = row + [""] * (len(header) - len(row))
-        out.append("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |")
-    return "\n".join(out)
-
-
 def group_table(group: Group) -> str:
     header = ["call", "library", "N", "best", "median", "items/s"] + [h for h, _ in group.columns]
     rows: list[list[str]] = []
@@ -536,7 +527,7 @@ def group_table(group: Group) -> str:
                     continue
                 cells.append(R._fmt_ratio((peer.best / peer.n) / (row.best / row.n)))
             rows.append(cells)
-    return markdown_table(header, rows, right={2, 3, 4, 5} | set(range(6, len(header))))
+    return R.format_markdown_table(header, rows, right={2, 3, 4, 5} | set(range(6, len(header))))
 
 
 def versions() -> str:

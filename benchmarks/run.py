@@ -1132,9 +1132,14 @@ def format_text_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def format_markdown_table(header: list[str], rows: list[list[str]]) -> str:
+def format_markdown_table(header: list[str], rows: list[list[str]],
+                          right: set[int] | None = None) -> str:
+    """A Markdown table; `right`: the columns aligned right (default: all but
+    the first and the last)."""
+    if right is None:
+        right = set(range(1, len(header) - 1))
     out = ["| " + " | ".join(header) + " |",
-           "|" + "|".join([":---"] + ["---:"] * (len(header) - 2) + [":---"]) + "|"]
+           "|" + "|".join("---:" if i in right else ":---" for i in range(len(header))) + "|"]
     for row in rows:
         row = row + [""] * (len(header) - len(row))
         out.append("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |")
